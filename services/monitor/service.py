@@ -1,0 +1,27 @@
+"""The monitor service: tallies every event on the log and serves the figures to Prometheus."""
+
+from __future__ import annotations
+
+from services.monitor.metrics import EventTallyCollector
+from services.monitor.projection import PROJECTION_TABLES, count_event
+from shared.events import registered_types
+from shared.service import ServiceContext, ServiceParts, ServiceSpec
+
+
+async def build(ctx: ServiceContext) -> ServiceParts:
+    """A stream consumer over every event type, and the collector that exposes its tallies."""
+    collector = EventTallyCollector()
+    ctx.metrics.registry.register(collector)
+
+    async def refresh(stop):  # type: ignore[no-untyped-def]
+        await collector.refresh_forever(ctx.pool, stop)
+
+    handlers = {event_type: count_event for event_type in registered_types()}
+    return ServiceParts(
+        stream_consumers=[ctx.stream_consumer(handlers)],
+        background=[refresh],
+        reset_projection=[f"TRUNCATE {table}" for table in PROJECTION_TABLES],
+    )
+
+
+SPEC = ServiceSpec(name="monitor", build=build, migrations=("services.monitor.migrations",))

@@ -1,0 +1,44 @@
+"""How an event becomes an AMQP message and back, and the drain marker that is not an event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+
+from shared.events import Event, encode_event
+
+MARKER_HEADER = "x-obsflow-marker"
+REASON_HEADER = "x-obsflow-reason"
+
+
+def event_message(
+    event_id: str, event_type: str, body: bytes, headers: dict[str, Any] | None = None
+) -> aio_pika.Message:
+    """A persistent JSON message whose message id is the event id (so brokers and consumers can dedupe)."""
+    return aio_pika.Message(
+        body,
+        message_id=event_id,
+        type=event_type,
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        headers=headers or {},
+    )
+
+
+async def publish_event(exchange: AbstractExchange, event: Event) -> None:
+    """Publish one event directly, with a confirm: for producers without an outbox (instruments, the CLI)."""
+    message = event_message(str(event.event_id), event.type, encode_event(event))
+    await exchange.publish(message, routing_key=event.routing_key, mandatory=False)
+
+
+def marker_of(message: AbstractIncomingMessage) -> str | None:
+    """The drain-marker id a message carries, or None for an ordinary event."""
+    value = (message.headers or {}).get(MARKER_HEADER)
+    return str(value) if value is not None else None
+
+
+def stream_offset(message: AbstractIncomingMessage) -> int:
+    """The stream offset the broker stamped on a delivery."""
+    return int((message.headers or {})["x-stream-offset"])  # type: ignore[arg-type]

@@ -1,0 +1,162 @@
+"""The transactional outbox: events are rows written with the state change; a relay publishes them in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Sequence
+
+import aio_pika
+import asyncpg
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+from shared.bus.backoff import Backoff
+from shared.bus.messages import event_message
+from shared.bus.topology import Topology
+from shared.db.pool import TRANSIENT_DB_ERRORS
+from shared.events import Event, encode_event
+from shared.metrics import BusMetrics
+
+log = structlog.get_logger()
+
+NOTIFY_CHANNEL = "obsflow_outbox"
+
+
+async def append_events(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+    """Write `events` to the outbox inside the caller's transaction; they are published only if it commits."""
+    if not events:
+        return
+    await conn.executemany(
+        "INSERT INTO outbox (event_id, routing_key, event_type, body) VALUES ($1, $2, $3, $4)",
+        [(e.event_id, e.routing_key, e.type, encode_event(e)) for e in events],
+    )
+    # NOTIFY is transactional: the relay wakes only once the change is committed.
+    await conn.execute("SELECT pg_notify($1, current_schema())", NOTIFY_CHANNEL)
+
+
+class OutboxRelay:
+    """Publishes a schema's outbox in commit order with publisher confirms, then marks the rows sent.
+
+    One relay per schema leads at a time (a session advisory lock), so order is kept across replicas.
+    A crash between the broker's confirm and the mark re-publishes those events: consumers dedupe by id.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schema: str,
+        connection: AbstractRobustConnection,
+        topology: Topology,
+        metrics: BusMetrics,
+        *,
+        batch_size: int = 1000,
+        poll_interval_s: float = 2.0,
+    ) -> None:
+        self._pool = pool
+        self._schema = schema
+        self._connection = connection
+        self._topology = topology
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._wakeup = asyncio.Event()
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self.published = 0
+
+    async def _ensure_exchange(self) -> AbstractExchange:
+        if self._channel is None or self._channel.is_closed or self._exchange is None:
+            self._channel = await self._connection.channel(publisher_confirms=True)
+            self._exchange = await self._channel.get_exchange(self._topology.events_exchange, ensure=False)
+        return self._exchange
+
+    async def publish_pending(self) -> int:
+        """Publish every unpublished row, batch by batch, until none is left; return how many were sent."""
+        total = 0
+        while True:
+            sent = await self._publish_batch()
+            total += sent
+            if sent < self._batch_size:
+                return total
+
+    async def _publish_batch(self) -> int:
+        rows = await self._pool.fetch(
+            "SELECT seq, event_id, routing_key, event_type, body FROM outbox"
+            " WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+            self._batch_size,
+        )
+        if not rows:
+            self._metrics.outbox_pending.set(0)
+            return 0
+        exchange = await self._ensure_exchange()
+        # Many confirms in flight at once: frames leave in call order, so the broker keeps commit order.
+        await asyncio.gather(
+            *(
+                exchange.publish(
+                    event_message(str(r["event_id"]), r["event_type"], r["body"]),
+                    routing_key=r["routing_key"],
+                    mandatory=False,
+                )
+                for r in rows
+            )
+        )
+        await self._pool.execute(
+            "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])", [r["seq"] for r in rows]
+        )
+        for r in rows:
+            self._metrics.published.labels(r["event_type"]).inc()
+        self.published += len(rows)
+        return len(rows)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Lead the relay for this schema until `stop` is set: publish on every commit and on a slow poll."""
+        backoff = Backoff()
+        async with self._pool.acquire() as listener:
+            await self._wait_for_leadership(listener, stop)
+            await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            try:
+                while not stop.is_set():
+                    self._wakeup.clear()
+                    try:
+                        await self.publish_pending()
+                        backoff.reset()
+                    except (TimeoutError, *TRANSIENT_DB_ERRORS, aio_pika.exceptions.AMQPError) as e:
+                        log.warning("outbox_relay_retry", error=repr(e), delay_s=backoff.peek())
+                        await backoff.wait(stop)
+                        continue
+                    await _wait_any(stop, self._wakeup, self._poll_interval_s)
+            finally:
+                with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                    await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+                    await listener.execute("SELECT pg_advisory_unlock($1)", self._lock_key())
+
+    async def _wait_for_leadership(self, listener: asyncpg.Connection, stop: asyncio.Event) -> None:
+        while not await listener.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key()):
+            log.info("outbox_relay_standby", schema=self._schema)
+            await _wait_any(stop, self._wakeup, self._poll_interval_s)
+            if stop.is_set():
+                return
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload == self._schema:
+            self._wakeup.set()
+
+    def _lock_key(self) -> int:
+        digest = hashlib.blake2b(f"outbox:{self._schema}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big", signed=True)
+
+    async def close(self) -> None:
+        """Close the relay's channel."""
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+
+async def _wait_any(stop: asyncio.Event, wakeup: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wakeup.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -1,0 +1,315 @@
+"""A stream consumer: applies events from the log in batches, checkpointing the offset with the effect."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import aio_pika
+import asyncpg
+import structlog
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+
+from shared.bus.acking import describe, is_transient
+from shared.bus.backoff import Backoff
+from shared.bus.messages import MARKER_HEADER, marker_of, stream_offset
+from shared.bus.topology import Topology
+from shared.db.pool import TRANSIENT_DB_ERRORS
+from shared.errors import MalformedEvent, TransientError
+from shared.events import Event, decode_event
+from shared.metrics import BusMetrics
+
+log = structlog.get_logger()
+
+StreamHandler = Callable[[asyncpg.Connection, Event], Awaitable[None]]
+_CONNECTION_ERRORS = (aio_pika.exceptions.AMQPError, ConnectionError, OSError)
+
+
+class ConsumerBusy(TransientError):
+    """Another process is already running this consumer."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    offset: int
+    marker: str | None
+    event: Event | None
+    error: str | None
+    body: bytes
+    routing_key: str | None
+
+
+class StreamConsumer:
+    """Reads the site's log stream from its stored offset + 1 and applies `handlers` (by event type).
+
+    Each batch is one transaction: the handlers' writes, the ids of the events handled (so a duplicate
+    publication is skipped) and the new offset commit together; the broker is acked only after the commit.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        pool: asyncpg.Pool,
+        amqp_url: str,
+        topology: Topology,
+        handlers: Mapping[str, StreamHandler],
+        metrics: BusMetrics,
+        *,
+        batch_size: int = 500,
+    ) -> None:
+        self.name = name
+        self._pool = pool
+        self._amqp_url = amqp_url
+        self._topology = topology
+        self._handlers = dict(handlers)
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._markers: dict[str, asyncio.Future[None]] = {}
+        self._connection: AbstractConnection | None = None
+        self._ready = asyncio.Event()
+        self._stopping = False
+        self.applied = 0
+
+    # ----- lifecycle
+
+    async def run(self, stop: asyncio.Event, *, wait_for_lock: bool = True) -> None:
+        """Consume until `stop` is set; reconnect with backoff after broker or database outages."""
+        async with self._locked(stop, wait=wait_for_lock):
+            await self._consume(stop)
+
+    async def rebuild(self, reset_sql: Sequence[str], timeout_s: float = 3600.0) -> int:
+        """Empty the projection (`reset_sql`), forget the checkpoint, replay the whole log; return events applied."""
+        stop = asyncio.Event()
+        async with self._locked(stop, wait=False):
+            async with self._pool.acquire() as conn, conn.transaction():
+                for statement in reset_sql:
+                    await conn.execute(statement)
+                await conn.execute("DELETE FROM handled_events WHERE consumer = $1", self.name)
+                await conn.execute("DELETE FROM stream_checkpoints WHERE consumer = $1", self.name)
+                await conn.execute("DELETE FROM dead_letters WHERE consumer = $1", self.name)
+            self.applied = 0
+            task = asyncio.create_task(self._consume(stop))
+            try:
+                await self.drain(timeout_s)
+            finally:
+                stop.set()
+                await task
+        return self.applied
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                await self._session(stop)
+                backoff.reset()
+            except (*_CONNECTION_ERRORS, *TRANSIENT_DB_ERRORS, TransientError) as e:
+                log.warning("stream_consumer_reconnect", consumer=self.name, error=describe(e))
+                await backoff.wait(stop)
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, stop: asyncio.Event, *, wait: bool) -> AsyncIterator[None]:
+        """Hold this consumer's advisory lock: one process applies a consumer's events at a time."""
+        async with self._pool.acquire() as lock_conn:
+            await self._take_lock(lock_conn, stop, wait)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                    await lock_conn.execute("SELECT pg_advisory_unlock($1)", self._lock_key())
+
+    async def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Wait until the consumer is attached to the stream."""
+        await asyncio.wait_for(self._ready.wait(), timeout_s)
+
+    async def drain(self, timeout_s: float = 60.0) -> None:
+        """Return once every event in the stream at the time of the call has been applied."""
+        await self.wait_ready(timeout_s)
+        marker = uuid.uuid4().hex
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._markers[marker] = done
+        try:
+            if self._connection is None:
+                raise ConsumerBusy(f"consumer {self.name!r} lost its broker connection while draining")
+            channel = await self._connection.channel()
+            try:
+                await channel.default_exchange.publish(
+                    aio_pika.Message(b"", headers={MARKER_HEADER: marker}), routing_key=self._topology.log_stream
+                )
+            finally:
+                await channel.close()
+            await asyncio.wait_for(done, timeout_s)
+        finally:
+            self._markers.pop(marker, None)
+
+    async def _take_lock(self, conn: asyncpg.Connection, stop: asyncio.Event, wait: bool) -> None:
+        backoff = Backoff(base_s=0.5, cap_s=5.0)
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key()):
+            if not wait:
+                raise ConsumerBusy(f"consumer {self.name!r} is running elsewhere; stop that service first")
+            log.info("stream_consumer_standby", consumer=self.name)
+            await backoff.wait(stop)
+            if stop.is_set():
+                return
+
+    def _lock_key(self) -> int:
+        digest = hashlib.blake2b(f"stream:{self._topology.log_stream}:{self.name}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big", signed=True)
+
+    async def _resume_offset(self) -> int | str:
+        stored = await self._pool.fetchval('SELECT "offset" FROM stream_checkpoints WHERE consumer = $1', self.name)
+        return "first" if stored is None else stored + 1
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        connection = await aio_pika.connect(self._amqp_url)
+        lost = asyncio.Event()
+        connection.close_callbacks.add(lambda *_: lost.set())
+        inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._stopping = False
+        try:
+            channel = await connection.channel()
+            channel.close_callbacks.add(lambda *_: lost.set())
+            await channel.set_qos(prefetch_count=self._batch_size * 2)
+            queue = await channel.get_queue(self._topology.log_stream, ensure=False)
+            start = await self._resume_offset()
+            await queue.consume(inbox.put, arguments={"x-stream-offset": start})
+            self._connection = connection
+            self._ready.set()
+            log.info("stream_consumer_attached", consumer=self.name, offset=start)
+            worker = asyncio.create_task(self._process(inbox))
+            await _until_any(worker, stop, lost)
+            self._stopping = True
+            if worker.done():
+                worker.result()  # re-raise what ended the worker
+            else:
+                await asyncio.wait_for(worker, timeout=30)  # finish the batch in hand
+            if lost.is_set() and not stop.is_set():
+                raise aio_pika.exceptions.AMQPConnectionError("broker connection lost")
+        finally:
+            self._ready.clear()
+            self._connection = None
+            with contextlib.suppress(*_CONNECTION_ERRORS):
+                await connection.close()
+
+    # ----- applying batches
+
+    async def _process(self, inbox: asyncio.Queue[AbstractIncomingMessage]) -> None:
+        while not self._stopping:
+            try:
+                first = await asyncio.wait_for(inbox.get(), timeout=0.5)
+            except TimeoutError:
+                continue
+            batch = [first]
+            while len(batch) < self._batch_size and not inbox.empty():
+                batch.append(inbox.get_nowait())
+            entries = [self._decode(m) for m in batch]
+            await self._apply_with_retry(entries)
+            with contextlib.suppress(*_CONNECTION_ERRORS):
+                await batch[-1].ack(multiple=True)
+            for e in entries:
+                if e.marker and e.marker in self._markers:
+                    self._markers[e.marker].set_result(None)
+
+    def _decode(self, message: AbstractIncomingMessage) -> _Entry:
+        offset = stream_offset(message)
+        marker = marker_of(message)
+        if marker is not None:
+            return _Entry(offset, marker, None, None, b"", None)
+        try:
+            return _Entry(offset, None, decode_event(message.body), None, message.body, message.routing_key)
+        except MalformedEvent as e:
+            return _Entry(offset, None, None, describe(e), message.body, message.routing_key)
+
+    async def _apply_with_retry(self, entries: list[_Entry]) -> None:
+        backoff = Backoff()
+        isolate = False
+        while True:
+            try:
+                with self._metrics.batch_seconds.labels(self.name).time():
+                    await self._apply(entries, isolate=isolate)
+                return
+            except Exception as e:  # the policy point: classify, then retry or isolate the bad event
+                if is_transient(e):
+                    self._metrics.retried.labels(self.name, e.__class__.__name__).inc()
+                    log.warning("stream_batch_retry", consumer=self.name, error=describe(e))
+                    await backoff.wait()
+                    continue
+                if isolate:
+                    raise
+                log.warning("stream_batch_isolating", consumer=self.name, error=describe(e))
+                isolate = True
+
+    async def _apply(self, entries: list[_Entry], *, isolate: bool) -> None:
+        handled = [e for e in entries if e.event is not None and e.event.type in self._handlers]
+        async with self._pool.acquire() as conn, conn.transaction():
+            fresh = {
+                r["event_id"]
+                for r in await conn.fetch(
+                    "INSERT INTO handled_events (consumer, event_id) SELECT $1, unnest($2::uuid[])"
+                    " ON CONFLICT DO NOTHING RETURNING event_id",
+                    self.name,
+                    [e.event.event_id for e in handled if e.event is not None],
+                )
+            }
+            for entry in entries:
+                if entry.error is not None:
+                    await self._dead_letter(conn, entry, entry.error)
+                    continue
+                event = entry.event
+                if event is None or event.type not in self._handlers:
+                    continue
+                if event.event_id not in fresh:
+                    self._metrics.duplicates.labels(self.name).inc()
+                    continue
+                fresh.discard(event.event_id)
+                await self._apply_one(conn, entry, event, isolate)
+            await conn.execute(
+                'INSERT INTO stream_checkpoints (consumer, "offset") VALUES ($1, $2) ON CONFLICT (consumer)'
+                ' DO UPDATE SET "offset" = GREATEST(stream_checkpoints."offset", EXCLUDED."offset"),'
+                " updated_at = now()",
+                self.name,
+                entries[-1].offset,
+            )
+        self.applied += len(handled)
+        self._metrics.stream_offset.labels(self.name).set(entries[-1].offset)
+
+    async def _apply_one(self, conn: asyncpg.Connection, entry: _Entry, event: Event, isolate: bool) -> None:
+        handler = self._handlers[event.type]
+        with structlog.contextvars.bound_contextvars(event_id=str(event.event_id)):
+            if not isolate:
+                await handler(conn, event)
+            else:
+                try:
+                    async with conn.transaction():  # a savepoint: only this event's writes roll back
+                        await handler(conn, event)
+                except Exception as e:  # isolate mode: whatever this one event raised, it alone is set aside
+                    if is_transient(e):
+                        raise
+                    await self._dead_letter(conn, entry, describe(e))
+                    return
+        self._metrics.handled.labels(self.name, event.type).inc()
+
+    async def _dead_letter(self, conn: asyncpg.Connection, entry: _Entry, reason: str) -> None:
+        log.error("event_dead_lettered", consumer=self.name, offset=entry.offset, reason=reason)
+        self._metrics.dead_lettered.labels(self.name, reason.split(":", 1)[0]).inc()
+        await conn.execute(
+            "INSERT INTO dead_letters (consumer, event_id, routing_key, reason, body) VALUES ($1, $2, $3, $4, $5)",
+            self.name,
+            entry.event.event_id if entry.event else None,
+            entry.routing_key,
+            reason,
+            entry.body,
+        )
+
+
+async def _until_any(task: asyncio.Task[None], *events: asyncio.Event) -> None:
+    """Wait until `task` ends or any of `events` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait([task, *waiters], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -1,0 +1,1 @@
+"""The `obsflow` command line."""

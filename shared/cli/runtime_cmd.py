@@ -1,0 +1,95 @@
+"""`obsflow up`, `obsflow service NAME`, `obsflow replay SERVICE`: running and rebuilding services."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+
+import structlog
+
+from shared.bus.backoff import Backoff
+from shared.logging import configure_logging
+from shared.runner import ServiceRunner, load_spec
+from shared.settings import SERVICES, load_settings
+
+log = structlog.get_logger()
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the runtime commands."""
+    up = sub.add_parser("up", help="run every service, each in its own supervised process, logs merged")
+    up.add_argument("--only", nargs="+", choices=SERVICES, help="run only these services")
+    up.set_defaults(func=_up)
+    one = sub.add_parser("service", help="run one service in this process")
+    one.add_argument("name", choices=SERVICES)
+    one.set_defaults(func=_service)
+    replay = sub.add_parser("replay", help="rebuild a service's projection from the start of the log")
+    replay.add_argument("name", choices=SERVICES)
+    replay.set_defaults(func=_replay)
+
+
+async def _service(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    configure_logging(args.name, settings.site, settings.log_format, settings.log_level)
+    await ServiceRunner(load_spec(args.name), settings).run_until_signalled()
+    return 0
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    configure_logging("replay", settings.site, settings.log_format, settings.log_level)
+    runner = ServiceRunner(load_spec(args.name), settings, http=False)
+    try:
+        await runner.prepare()
+        consumers = runner.parts.stream_consumers
+        if not consumers:
+            print(f"{args.name} keeps no projection of the log; nothing to replay")
+            return 0
+        for consumer in consumers:
+            applied = await consumer.rebuild(runner.parts.reset_projection)
+            print(f"{args.name}: consumer {consumer.name} rebuilt from the start of the log ({applied} events applied)")
+    finally:
+        await runner.stop()
+    return 0
+
+
+async def _up(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    configure_logging("supervisor", settings.site, settings.log_format, settings.log_level)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    names = args.only or list(SERVICES)
+    config = ["--config", args.config] if args.config else []
+    log.info("supervisor_starting", services=names, http_ports={n: settings.http_port(n) for n in names})
+    await asyncio.gather(*(_supervise(name, config, stop, settings.shutdown_grace_s) for name in names))
+    log.info("supervisor_stopped")
+    return 0
+
+
+async def _supervise(name: str, config: list[str], stop: asyncio.Event, grace_s: float) -> None:
+    """Run `obsflow service NAME` in a child process; restart it with backoff whenever it dies."""
+    backoff = Backoff(base_s=0.5, cap_s=30.0)
+    while not stop.is_set():
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shared.cli.main", *config, "service", name, env=os.environ.copy(),
+        )
+        stopping = asyncio.ensure_future(stop.wait())
+        exited = asyncio.ensure_future(proc.wait())
+        await asyncio.wait([stopping, exited], return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(exited, grace_s + 5)
+                except TimeoutError:
+                    proc.kill()
+                    await exited
+            return
+        stopping.cancel()
+        log.warning("service_exited", name=name, returncode=proc.returncode, restart_in_s=backoff.peek())
+        await backoff.wait(stop)

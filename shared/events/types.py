@@ -1,0 +1,175 @@
+"""The concrete events obsflow services emit. Changing a payload means a new version and an upcaster."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+
+from shared.events.registry import Payload, event_payload, upcaster
+
+
+@event_payload
+class ObservationAnnounced(Payload):
+    """The correlator wrote a file at `path`; ingest it. Published by instruments, consumed by ingest."""
+
+    event_type = "observation.announced"
+    path: str
+    file_type: str
+    name: str | None = None
+    expected_size: int | None = Field(default=None, ge=0)
+    expected_checksum: str | None = None
+
+    def routing_detail(self) -> str | None:
+        return self.file_type
+
+
+@event_payload
+class FileMinted(Payload):
+    """A file now exists, with immutable metadata. Emitted by ingest; consumed by catalog, transfer, scheduler."""
+
+    event_type = "file.minted"
+    version = 2
+    name: str
+    size: int = Field(ge=0)
+    checksum: str
+    file_type: str
+    observation_id: str | None = None
+    start_jd: float | None = None
+    duration_s: float | None = None
+    origin_site: str
+    uploader: str
+    created_at: datetime
+    produced_by: dict[str, Any] | None = None
+
+    def routing_detail(self) -> str | None:
+        return self.file_type
+
+
+@upcaster("file.minted", from_version=1)
+def _file_minted_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    # Version 1 carried HERA's float `obsid` (the start JD) and knew neither durations nor provenance.
+    payload["start_jd"] = payload.pop("obsid", None)
+    payload.setdefault("observation_id", None)
+    payload.setdefault("duration_s", None)
+    payload.setdefault("produced_by", None)
+    return payload
+
+
+@event_payload
+class InstanceCreated(Payload):
+    """A verified copy of a file lies on a store of a site. Emitted by ingest and transfer; consumed by catalog."""
+
+    event_type = "instance.created"
+    file_name: str
+    site: str
+    store: str
+    path: str
+    size: int = Field(ge=0)
+    checksum: str
+    verified_at: datetime
+
+
+@event_payload
+class InstanceDeleted(Payload):
+    """A copy was removed from a store (never the last verified one). Emitted by ingest and transfer."""
+
+    event_type = "instance.deleted"
+    file_name: str
+    site: str
+    store: str
+    path: str
+    reason: str
+
+
+@event_payload
+class IngestRejected(Payload):
+    """An ingest was refused; nothing was minted. `code` is a stable word, `reason` says what to do."""
+
+    event_type = "ingest.rejected"
+    code: str
+    reason: str
+    name: str | None = None
+    path: str | None = None
+    upload_id: str | None = None
+
+    def routing_detail(self) -> str | None:
+        return self.code
+
+
+@event_payload
+class SessionClosed(Payload):
+    """An observing session is complete: its time range and files, in time order. Emitted by catalog."""
+
+    event_type = "session.closed"
+    session_id: str
+    start_jd: float
+    end_jd: float
+    file_names: list[str]
+
+
+@event_payload
+class JobStarted(Payload):
+    """A pipeline job began running. Emitted by scheduler."""
+
+    event_type = "job.started"
+    run_id: str
+    job_id: str
+    action: str
+    files: list[str]
+    attempt: int
+    backend: str
+    external_id: str | None = None
+
+    def routing_detail(self) -> str | None:
+        return self.action
+
+
+@event_payload
+class JobDone(Payload):
+    """A pipeline job succeeded. Emitted by scheduler; scientists subscribe by action."""
+
+    event_type = "job.done"
+    run_id: str
+    job_id: str
+    action: str
+    files: list[str]
+    exit_status: int
+    duration_s: float
+    log_path: str | None = None
+    outputs: list[str] = []
+
+    def routing_detail(self) -> str | None:
+        return self.action
+
+
+@event_payload
+class JobFailed(Payload):
+    """A pipeline job failed (`will_retry` tells whether another attempt follows). Emitted by scheduler."""
+
+    event_type = "job.failed"
+    run_id: str
+    job_id: str
+    action: str
+    files: list[str]
+    attempt: int
+    reason: str
+    will_retry: bool
+    exit_status: int | None = None
+    log_path: str | None = None
+
+    def routing_detail(self) -> str | None:
+        return self.action
+
+
+@event_payload
+class WorkflowFinished(Payload):
+    """Every job of a run has ended. Emitted by scheduler."""
+
+    event_type = "workflow.finished"
+    run_id: str
+    workflow: str
+    succeeded: bool
+    jobs: int
+    failed_jobs: int

@@ -1,0 +1,172 @@
+"""Runs one service: pool, migrations, topology, outbox relay, consumers, HTTP (/healthz, /readyz, /metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import signal
+import time
+
+import aio_pika
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared.bus.outbox import OutboxRelay
+from shared.bus.topology import Topology
+from shared.db import apply_migrations, create_pool
+from shared.errors import BrokerUnavailable, ConfigurationError
+from shared.metrics import ServiceMetrics
+from shared.service import ServiceContext, ServiceParts, ServiceSpec
+from shared.settings import SERVICES, Settings
+
+log = structlog.get_logger()
+
+
+def load_spec(name: str) -> ServiceSpec:
+    """The ServiceSpec of `services/<name>/service.py`."""
+    if name not in SERVICES:
+        raise ConfigurationError(f"unknown service {name!r}; the services are {', '.join(SERVICES)}")
+    spec = importlib.import_module(f"services.{name}.service").SPEC
+    if not isinstance(spec, ServiceSpec):
+        raise ConfigurationError(f"services.{name}.service.SPEC is not a ServiceSpec")
+    return spec
+
+
+class ServiceRunner:
+    """Starts a service's parts in order, serves its HTTP endpoints, and stops it gracefully."""
+
+    def __init__(self, spec: ServiceSpec, settings: Settings, *, http: bool = True) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.stop_event = asyncio.Event()
+        self._http = http
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http_runner: web.AppRunner | None = None
+        self._started_at = time.monotonic()
+        self.ctx: ServiceContext | None = None
+        self.parts = ServiceParts()
+        self.relay: OutboxRelay | None = None
+
+    async def prepare(self) -> ServiceContext:
+        """Connect, migrate, declare the topology and build the service's parts, without starting them."""
+        s, name = self.settings, self.spec.name
+        schema = s.schema_for(name)
+        pool = await create_pool(s.database_url, schema)
+        await apply_migrations(pool, schema, self.spec.all_migrations)
+        try:
+            amqp = await aio_pika.connect_robust(s.amqp_url)
+        except (aio_pika.exceptions.AMQPError, OSError) as e:
+            await pool.close()
+            raise BrokerUnavailable(f"cannot reach RabbitMQ at {s.amqp_url.split('@')[-1]}: {e}") from e
+        topology = Topology.from_settings(s.bus, self.spec.work_queues)
+        async with amqp.channel() as channel:
+            await topology.declare(channel)
+        metrics = ServiceMetrics()
+        self.ctx = ctx = ServiceContext(name, s, schema, pool, amqp, topology, metrics, self.stop_event)
+        self.relay = OutboxRelay(pool, schema, amqp, topology, metrics.bus)
+        self.parts = await self.spec.build(ctx)
+        return ctx
+
+    async def start(self) -> ServiceContext:
+        """Build and start everything; return the context (tests use it to reach the pool and parts)."""
+        ctx = await self.prepare()
+        s, name = self.settings, self.spec.name
+        if self.relay is None:
+            raise ConfigurationError("prepare() did not build the outbox relay")
+        for consumer in self.parts.work_consumers:
+            await consumer.start()
+        self._spawn(self.relay.run(self.stop_event), "outbox-relay")
+        for sc in self.parts.stream_consumers:
+            self._spawn(sc.run(self.stop_event), f"stream-{sc.name}")
+        for bg in self.parts.background:
+            self._spawn(bg(self.stop_event), getattr(bg, "__name__", "background"))
+        if self._http:
+            await self._start_http(ctx)
+        log.info("service_started", schema=ctx.schema, port=s.http_port(name) if self._http else None)
+        return ctx
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        task.set_name(name)
+        task.add_done_callback(self._on_task_done)
+        self._tasks.append(task)
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        # A part died of an error nobody handled: stop the whole service so the supervisor restarts it.
+        log.error("service_part_failed", part=task.get_name(), error=repr(task.exception()))
+        self.stop_event.set()
+
+    async def _start_http(self, ctx: ServiceContext) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_routes(self.parts.routes)
+        self._http_runner = web.AppRunner(app, access_log=None)
+        await self._http_runner.setup()
+        site = web.TCPSite(self._http_runner, self.settings.http_host, self.settings.http_port(ctx.name))
+        await site.start()
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"service": self.spec.name, "status": "alive"})
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        if self.ctx is None:
+            return web.json_response({"ready": False, "reason": "starting"}, status=503)
+        problems = []
+        try:
+            await asyncio.wait_for(self.ctx.pool.fetchval("SELECT 1"), timeout=2)
+        except Exception as e:  # readiness reports any database failure rather than crashing the probe
+            problems.append(f"database: {e!r}")
+        if self.ctx.amqp.is_closed:
+            problems.append("broker: connection closed")
+        status = 200 if not problems else 503
+        return web.json_response({"ready": not problems, "problems": problems}, status=status)
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        registry = self.ctx.metrics.registry if self.ctx else None
+        body = generate_latest(registry) if registry else b""
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def stop(self) -> None:
+        """Stop taking work, finish what is in flight within the grace period, close pools; log one summary."""
+        self.stop_event.set()
+        grace = self.settings.shutdown_grace_s
+        for consumer in self.parts.work_consumers:
+            await consumer.stop(grace)
+        if self._tasks:
+            _done, pending = await asyncio.wait(self._tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+        if self.relay is not None:
+            with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                await self.relay.close()
+        if self.ctx is not None:
+            with contextlib.suppress(aio_pika.exceptions.AMQPError, OSError):
+                await self.ctx.amqp.close()
+            await self.ctx.pool.close()
+        log.info(
+            "service_stopped",
+            uptime_s=round(time.monotonic() - self._started_at, 1),
+            published=self.relay.published if self.relay else 0,
+            stream_events_applied=sum(c.applied for c in self.parts.stream_consumers),
+            work_events_handled=sum(c.handled for c in self.parts.work_consumers),
+        )
+
+    async def run_until_signalled(self) -> None:
+        """Start, run until SIGTERM/SIGINT (or a part fails), then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        try:
+            await self.start()
+            await self.stop_event.wait()
+        finally:
+            await self.stop()

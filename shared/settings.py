@@ -1,0 +1,94 @@
+"""Settings from the environment (prefix OBSFLOW_) and an optional TOML file (OBSFLOW_CONFIG_FILE)."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigurationError
+
+SERVICES = ("ingest", "catalog", "transfer", "scheduler", "monitor")
+_SITE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+
+class StoreSettings(BaseModel):
+    """One storage area a site manages."""
+
+    name: str
+    root: Path
+    capacity_bytes: int = Field(default=0, ge=0)  # 0: bounded by the disk only
+    state: Literal["online", "read-only", "sneaker", "disabled"] = "online"
+
+
+class BusSettings(BaseModel):
+    """Names and retention of the site's RabbitMQ topology."""
+
+    prefix: str = "obsflow"
+    stream_max_age: str = "30D"
+    stream_max_bytes: int = 50 * 1024**3
+    stream_segment_bytes: int = 100 * 1024**2
+    delivery_limit: int = 5
+    prefetch: int = 500
+
+
+class Settings(BaseSettings):
+    """Everything a site's services need; one instance per process, built at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="OBSFLOW_", env_nested_delimiter="__", extra="ignore")
+
+    site: str = "local"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    schema_prefix: str | None = None
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    bus: BusSettings = BusSettings()
+    http_host: str = "127.0.0.1"
+    http_base_port: int = 8470
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "info"
+    shutdown_grace_s: float = 20.0
+    data_dir: Path = Path("var")
+    stores: list[StoreSettings] = []
+    services: dict[str, dict[str, Any]] = {}
+
+    @field_validator("site")
+    @classmethod
+    def _site_is_a_routing_word(cls, value: str) -> str:
+        if not _SITE_NAME.match(value):
+            raise ValueError("a site name is 1-40 lowercase letters, digits, '-' or '_', starting with a letter")
+        return value
+
+    def schema_for(self, service: str) -> str:
+        """The PostgreSQL schema that `service` owns at this site."""
+        return f"{self.schema_prefix or self.site}_{service}".replace("-", "_")
+
+    def http_port(self, service: str) -> int:
+        """The port `service` serves HTTP on: base port + its place in SERVICES."""
+        return self.http_base_port + SERVICES.index(service)
+
+    def service_options(self, service: str) -> dict[str, Any]:
+        """The free-form `[services.<name>]` table of the config file."""
+        return dict(self.services.get(service, {}))
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings: TOML file values, then OBSFLOW_* environment variables, then explicit overrides."""
+    path = config_file or os.environ.get("OBSFLOW_CONFIG_FILE")
+    file_values: dict[str, Any] = {}
+    if path:
+        try:
+            file_values = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigurationError(f"cannot read config file {path}: {e}") from e
+    try:
+        from_env = Settings()
+        merged = {**file_values, **from_env.model_dump(exclude_unset=True), **overrides}
+        return Settings.model_validate(merged)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise ConfigurationError(f"invalid obsflow settings ({problems}); check OBSFLOW_* and {path}") from e

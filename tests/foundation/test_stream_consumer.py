@@ -1,0 +1,135 @@
+"""Stream consumers: batches applied once, checkpoints with the effect, rebuild by replay, bad input set aside."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aio_pika
+import asyncpg
+import pytest
+
+from shared.bus import OutboxRelay, StreamConsumer, Topology, append_events, publish_event
+from shared.errors import PermanentError
+from shared.events import Event
+from shared.metrics import BusMetrics
+from shared.settings import Settings
+from tests.foundation.support import PROJECTION_DDL, RESET, minted, project_minted, snapshot
+
+pytestmark = pytest.mark.usefixtures("drop_schemas")
+
+
+@pytest.fixture
+async def exchange(amqp, topology: Topology) -> AsyncIterator[aio_pika.abc.AbstractExchange]:  # type: ignore[no-untyped-def]
+    channel = await amqp.channel()
+    yield await channel.get_exchange(topology.events_exchange)
+    await channel.close()
+
+
+async def _commit_through_outbox(pool: asyncpg.Pool, events: list[Event], per_tx: int = 100) -> None:
+    for start in range(0, len(events), per_tx):
+        async with pool.acquire() as conn, conn.transaction():
+            await append_events(conn, events[start : start + per_tx])
+
+
+class Running:
+    """A consumer running in a task, stopped on exit."""
+
+    def __init__(self, consumer: StreamConsumer) -> None:
+        self.consumer = consumer
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> StreamConsumer:
+        self.task = asyncio.create_task(self.consumer.run(self.stop))
+        await self.consumer.wait_ready()
+        return self.consumer
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.task is not None:
+            await self.task
+
+
+def _consumer(pool, settings: Settings, topology: Topology, metrics: BusMetrics, handlers=None) -> StreamConsumer:  # type: ignore[no-untyped-def]
+    return StreamConsumer(
+        "projector", pool, settings.amqp_url, topology, handlers or {"file.minted": project_minted}, metrics,
+        batch_size=200,
+    )
+
+
+async def test_events_published_twice_are_applied_once(pool, settings, topology, amqp, exchange, bus_metrics) -> None:  # type: ignore[no-untyped-def]
+    await pool.execute(PROJECTION_DDL)
+    events = [minted(i) for i in range(500)]
+    await _commit_through_outbox(pool, events)
+    await OutboxRelay(pool, settings.schema_for("test"), amqp, topology, bus_metrics).publish_pending()
+    for event in events[:50]:  # the same events again, as a relay crash before its mark would re-send them
+        await publish_event(exchange, event)
+
+    async with Running(_consumer(pool, settings, topology, bus_metrics)) as consumer:
+        await consumer.drain()
+    rows = await snapshot(pool)
+    assert len(rows) == 500
+    assert {applied for *_, applied in rows} == {1}
+    assert bus_metrics.duplicates.labels("projector")._value.get() == 50
+
+
+async def test_consumer_resumes_after_its_checkpoint(pool, settings, topology, exchange, bus_metrics) -> None:  # type: ignore[no-untyped-def]
+    await pool.execute(PROJECTION_DDL)
+    for i in range(100):
+        await publish_event(exchange, minted(i))
+    async with Running(_consumer(pool, settings, topology, bus_metrics)) as first:
+        await first.drain()
+    checkpoint = await pool.fetchval('SELECT "offset" FROM stream_checkpoints WHERE consumer = $1', "projector")
+    for i in range(100, 150):
+        await publish_event(exchange, minted(i))
+    async with Running(_consumer(pool, settings, topology, bus_metrics)) as second:
+        await second.drain()
+        assert second.applied == 50
+    assert await pool.fetchval('SELECT "offset" FROM stream_checkpoints') > checkpoint
+    assert {r[3] for r in await snapshot(pool)} == {1}
+    assert len(await snapshot(pool)) == 150
+
+
+async def test_dropped_projection_rebuilt_by_replay_is_identical(pool, settings, topology, exchange, bus_metrics) -> None:  # type: ignore[no-untyped-def]
+    await pool.execute(PROJECTION_DDL)
+    for i in range(300):
+        await publish_event(exchange, minted(i, site="karoo" if i % 2 else "nrao"))
+    async with Running(_consumer(pool, settings, topology, bus_metrics)) as consumer:
+        await consumer.drain()
+    before = await snapshot(pool)
+
+    applied = await _consumer(pool, settings, topology, bus_metrics).rebuild(["DROP TABLE minted", PROJECTION_DDL])
+    assert applied == 300
+    assert await snapshot(pool) == before
+
+
+async def test_rebuild_refuses_while_the_consumer_runs(pool, settings, topology, bus_metrics) -> None:  # type: ignore[no-untyped-def]
+    await pool.execute(PROJECTION_DDL)
+    async with Running(_consumer(pool, settings, topology, bus_metrics)):
+        with pytest.raises(Exception, match="running elsewhere; stop that service first"):
+            await _consumer(pool, settings, topology, bus_metrics).rebuild(RESET)
+
+
+async def test_malformed_and_failing_events_are_set_aside_and_the_rest_applied(  # type: ignore[no-untyped-def]
+    pool, settings, topology, exchange, bus_metrics
+) -> None:
+    await pool.execute(PROJECTION_DDL)
+    poison = minted(7)
+
+    async def project_or_refuse(conn: asyncpg.Connection, event: Event) -> None:
+        if event.event_id == poison.event_id:
+            raise PermanentError("this file's metadata contradicts the catalogue")
+        await project_minted(conn, event)
+
+    await exchange.publish(aio_pika.Message(b"{not json"), routing_key="karoo.file.minted.uvh5")
+    for i in range(20):
+        await publish_event(exchange, poison if i == 7 else minted(i))
+    consumer = _consumer(pool, settings, topology, bus_metrics, {"file.minted": project_or_refuse})
+    async with Running(consumer):
+        await consumer.drain()
+    assert len(await snapshot(pool)) == 19
+    reasons = [r["reason"] for r in await pool.fetch("SELECT reason FROM dead_letters ORDER BY id")]
+    assert reasons[0].startswith("MalformedEvent: message is not JSON")
+    assert reasons[1] == "PermanentError: this file's metadata contradicts the catalogue"
+    assert len(reasons) == 2

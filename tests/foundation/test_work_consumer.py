@@ -1,0 +1,165 @@
+"""Work-queue consumers: once in effect, ack after commit, dead letters with a reason, bounded retries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aio_pika
+import asyncpg
+import pytest
+
+from shared.bus import Once, Topology, WorkQueue, WorkQueueConsumer, publish_event
+from shared.bus.messages import REASON_HEADER
+from shared.errors import DatabaseUnavailable, PermanentError
+from shared.events import Event, decode_event
+from shared.settings import Settings
+from tests.conftest import wait_for
+from tests.foundation.support import PROJECTION_DDL, minted, project_minted, snapshot
+
+pytestmark = pytest.mark.usefixtures("drop_schemas")
+QUEUE = WorkQueue("ingest", ("*.file.minted.#",), delivery_limit=3)
+
+
+@pytest.fixture
+async def work_topology(settings: Settings, amqp) -> AsyncIterator[Topology]:  # type: ignore[no-untyped-def]
+    topo = Topology(prefix=settings.bus.prefix, stream_max_bytes=100 * 1024**2, stream_segment_bytes=10 * 1024**2,
+                    work_queues=(QUEUE,))
+    async with amqp.channel() as channel:
+        await topo.declare(channel)
+    yield topo
+    async with amqp.channel() as channel:
+        await topo.delete(channel)
+
+
+@pytest.fixture
+async def exchange(amqp, work_topology: Topology) -> AsyncIterator[aio_pika.abc.AbstractExchange]:  # type: ignore[no-untyped-def]
+    channel = await amqp.channel()
+    yield await channel.get_exchange(work_topology.events_exchange)
+    await channel.close()
+
+
+async def _dead_letters(amqp, topology: Topology) -> list[aio_pika.abc.AbstractIncomingMessage]:  # type: ignore[no-untyped-def]
+    channel = await amqp.channel()
+    queue = await channel.get_queue(topology.dead_letter_queue)
+    found = []
+    while (message := await queue.get(fail=False, no_ack=True)) is not None:
+        found.append(message)
+    await channel.close()
+    return found
+
+
+async def _run(consumer: WorkQueueConsumer) -> None:
+    await consumer.start()
+    try:
+        await consumer.drain(timeout_s=30)
+    finally:
+        await consumer.stop()
+
+
+def _consumer(pool, amqp, topology, metrics, handler) -> WorkQueueConsumer:  # type: ignore[no-untyped-def]
+    return WorkQueueConsumer("worker", QUEUE, pool, amqp, topology, handler, metrics, prefetch=4, retry_base_s=0.01)
+
+
+async def _project(event: Event, once: Once) -> None:
+    async with once.transaction() as conn:
+        await project_minted(conn, event)
+
+
+async def test_redelivered_event_changes_nothing(pool: asyncpg.Pool, amqp, work_topology, exchange, bus_metrics) -> None:  # type: ignore[no-untyped-def]
+    await pool.execute(PROJECTION_DDL)
+    events = [minted(i) for i in range(30)]
+    for event in events + events[:10]:
+        await publish_event(exchange, event)
+    await _run(_consumer(pool, amqp, work_topology, bus_metrics, _project))
+    rows = await snapshot(pool)
+    assert len(rows) == 30 and {r[3] for r in rows} == {1}
+    assert bus_metrics.duplicates.labels("worker")._value.get() == 10
+
+
+async def test_malformed_message_dead_lettered_with_reason_and_consumer_keeps_running(  # type: ignore[no-untyped-def]
+    pool, amqp, work_topology, exchange, bus_metrics
+) -> None:
+    await pool.execute(PROJECTION_DDL)
+    await exchange.publish(aio_pika.Message(b'{"type": "file.minted"}'), routing_key="karoo.file.minted.uvh5")
+    await publish_event(exchange, minted(1))
+    await _run(_consumer(pool, amqp, work_topology, bus_metrics, _project))
+    assert len(await snapshot(pool)) == 1
+    dead = await _dead_letters(amqp, work_topology)
+    assert len(dead) == 1
+    assert dead[0].headers[REASON_HEADER] == "MalformedEvent: event lacks version, payload"
+    assert dead[0].headers["x-obsflow-consumer"] == "worker"
+    assert dead[0].routing_key == "karoo.file.minted.uvh5"
+
+
+async def test_permanent_failure_dead_lettered_transient_failure_retried(  # type: ignore[no-untyped-def]
+    pool, amqp, work_topology, exchange, bus_metrics
+) -> None:
+    await pool.execute(PROJECTION_DDL)
+    refused, flaky = minted(1), minted(2)
+    failures = {flaky.event_id: 2}
+
+    async def handler(event: Event, once: Once) -> None:
+        if event.event_id == refused.event_id:
+            raise PermanentError("checksum does not match the announcement")
+        if failures.get(event.event_id, 0) > 0:
+            failures[event.event_id] -= 1
+            raise DatabaseUnavailable("connection reset")
+        await _project(event, once)
+
+    for event in (refused, flaky, minted(3)):
+        await publish_event(exchange, event)
+    await _run(_consumer(pool, amqp, work_topology, bus_metrics, handler))
+    assert [r[0] for r in await snapshot(pool)] == [flaky.payload.name, minted(3).payload.name]  # type: ignore[attr-defined]
+    dead = await _dead_letters(amqp, work_topology)
+    assert [decode_event(m.body).event_id for m in dead] == [refused.event_id]
+    assert dead[0].headers[REASON_HEADER] == "PermanentError: checksum does not match the announcement"
+    assert bus_metrics.retried.labels("worker", "DatabaseUnavailable")._value.get() == 2
+
+
+async def test_endless_transient_failure_is_dead_lettered_by_the_delivery_limit(  # type: ignore[no-untyped-def]
+    pool, amqp, work_topology, exchange, bus_metrics
+) -> None:
+    attempts = 0
+
+    async def always_down(event: Event, once: Once) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise DatabaseUnavailable("still down")
+
+    await publish_event(exchange, minted(1))
+    consumer = _consumer(pool, amqp, work_topology, bus_metrics, always_down)
+    await consumer.start()
+    try:
+        await wait_for(lambda: _dead_letter_count(amqp, work_topology), timeout_s=30)
+    finally:
+        await consumer.stop()
+    assert attempts == QUEUE.delivery_limit + 1
+
+
+async def _dead_letter_count(amqp, topology: Topology) -> bool:  # type: ignore[no-untyped-def]
+    channel = await amqp.channel()
+    queue = await channel.declare_queue(topology.dead_letter_queue, passive=True)
+    count = queue.declaration_result.message_count
+    await channel.close()
+    return bool(count)
+
+
+async def test_stop_hands_back_unfinished_work(pool, amqp, work_topology, exchange, bus_metrics) -> None:  # type: ignore[no-untyped-def]
+    await pool.execute(PROJECTION_DDL)
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(event: Event, once: Once) -> None:
+        started.set()
+        await release.wait()
+        await _project(event, once)
+
+    await publish_event(exchange, minted(1))
+    consumer = _consumer(pool, amqp, work_topology, bus_metrics, slow)
+    await consumer.start()
+    await asyncio.wait_for(started.wait(), 10)
+    await consumer.stop(grace_s=0.2)  # the handler is still waiting: it is cancelled, the message not acked
+    assert await snapshot(pool) == []
+    await _run(_consumer(pool, amqp, work_topology, bus_metrics, _project))
+    assert len(await snapshot(pool)) == 1

@@ -1,0 +1,47 @@
+"""Where the tests' PostgreSQL and RabbitMQ are: testcontainers when a Docker engine answers, else the local ones."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Backends:
+    """Connection URLs of the database and broker every test uses."""
+
+    database_url: str
+    amqp_url: str
+
+
+def _docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=5).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@functools.cache
+def backends() -> Backends:
+    """Environment overrides first, then containers (Docker), then the services running on this machine."""
+    db = os.environ.get("OBSFLOW_TEST_DATABASE_URL")
+    amqp = os.environ.get("OBSFLOW_TEST_AMQP_URL")
+    if db and amqp:
+        return Backends(db, amqp)
+    if os.environ.get("OBSFLOW_TEST_CONTAINERS", "auto") != "never" and _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        pg = PostgresContainer("postgres:15").start()
+        mq = RabbitMqContainer("rabbitmq:3.10").start()
+        params = mq.get_connection_params()
+        return Backends(
+            pg.get_connection_url(driver=None),
+            f"amqp://guest:guest@{params.host}:{params.port}/",
+        )
+    return Backends("postgresql://postgres@127.0.0.1:5432/test", "amqp://guest:guest@127.0.0.1:5672/")
