@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 
 import aio_pika
+import aiormq
 import asyncpg
 import pydantic
 
@@ -27,13 +28,13 @@ _PERMANENT: tuple[type[BaseException], ...] = (
     asyncpg.DataError,
     asyncpg.IntegrityConstraintViolationError,
 )
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    TransientError,
-    *TRANSIENT_DB_ERRORS,
-    aio_pika.exceptions.AMQPConnectionError,
-    aio_pika.exceptions.ChannelClosed,
-    TimeoutError,
+# The broker went away under us (a restart, a dropped link): the operation may succeed once it is back.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    aio_pika.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
 )
+_TRANSIENT: tuple[type[BaseException], ...] = (TransientError, *TRANSIENT_DB_ERRORS, *BROKER_ERRORS, TimeoutError)
 
 
 def classify(exc: BaseException) -> Disposition:

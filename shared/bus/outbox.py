@@ -7,15 +7,16 @@ import contextlib
 import hashlib
 from collections.abc import Sequence
 
-import aio_pika
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
+from shared.bus.acking import BROKER_ERRORS
 from shared.bus.backoff import Backoff
 from shared.bus.messages import event_message
 from shared.bus.topology import Topology
 from shared.db.pool import TRANSIENT_DB_ERRORS
+from shared.errors import BrokerUnavailable, TransientError
 from shared.events import Event, encode_event
 from shared.metrics import BusMetrics
 
@@ -67,6 +68,8 @@ class OutboxRelay:
         self.published = 0
 
     async def _ensure_exchange(self) -> AbstractExchange:
+        if not self._connection.connected.is_set():
+            raise BrokerUnavailable("broker connection is down; the robust connection is reconnecting")
         if self._channel is None or self._channel.is_closed or self._exchange is None:
             self._channel = await self._connection.channel(publisher_confirms=True)
             self._exchange = await self._channel.get_exchange(self._topology.events_exchange, ensure=False)
@@ -122,7 +125,7 @@ class OutboxRelay:
                     try:
                         await self.publish_pending()
                         backoff.reset()
-                    except (TimeoutError, *TRANSIENT_DB_ERRORS, aio_pika.exceptions.AMQPError) as e:
+                    except (TimeoutError, *TRANSIENT_DB_ERRORS, *BROKER_ERRORS, TransientError) as e:
                         log.warning("outbox_relay_retry", error=repr(e), delay_s=backoff.peek())
                         await backoff.wait(stop)
                         continue

@@ -14,7 +14,7 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
-from shared.bus.acking import describe, is_transient
+from shared.bus.acking import BROKER_ERRORS, describe, is_transient
 from shared.bus.backoff import Backoff
 from shared.bus.messages import MARKER_HEADER, marker_of, stream_offset
 from shared.bus.topology import Topology
@@ -26,7 +26,7 @@ from shared.metrics import BusMetrics
 log = structlog.get_logger()
 
 StreamHandler = Callable[[asyncpg.Connection, Event], Awaitable[None]]
-_CONNECTION_ERRORS = (aio_pika.exceptions.AMQPError, ConnectionError, OSError)
+_CONNECTION_ERRORS = (*BROKER_ERRORS, OSError)
 
 
 class ConsumerBusy(TransientError):

@@ -16,7 +16,7 @@ from tests.foundation.support import PROJECTION_DDL, minted
 pytestmark = pytest.mark.usefixtures("drop_schemas")
 
 
-async def _collect(amqp: aio_pika.abc.AbstractRobustConnection, topology: Topology, pattern: str = "#"):  # type: ignore[no-untyped-def]
+async def _collect(amqp: aio_pika.abc.AbstractRobustConnection, topology: Topology, pattern: str = "#"):
     """A private queue bound to the events exchange, and the list it fills."""
     channel = await amqp.channel()
     queue = await channel.declare_queue(exclusive=True)
@@ -32,7 +32,7 @@ async def _collect(amqp: aio_pika.abc.AbstractRobustConnection, topology: Topolo
 
 
 async def test_rolled_back_transaction_leaves_no_event(
-    pool: asyncpg.Pool, amqp, topology: Topology, settings, bus_metrics  # type: ignore[no-untyped-def]
+    pool: asyncpg.Pool, amqp, topology: Topology, settings, bus_metrics
 ) -> None:
     await pool.execute(PROJECTION_DDL)
     received = await _collect(amqp, topology)
@@ -54,7 +54,7 @@ async def test_rolled_back_transaction_leaves_no_event(
 
 
 async def test_relay_started_after_commits_publishes_everything_in_order(
-    pool: asyncpg.Pool, amqp, topology: Topology, settings, bus_metrics  # type: ignore[no-untyped-def]
+    pool: asyncpg.Pool, amqp, topology: Topology, settings, bus_metrics
 ) -> None:
     received = await _collect(amqp, topology)
     events = [minted(i) for i in range(1200)]

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("drop_schemas")
 
 
 @pytest.fixture
-async def exchange(amqp, topology: Topology) -> AsyncIterator[aio_pika.abc.AbstractExchange]:  # type: ignore[no-untyped-def]
+async def exchange(amqp, topology: Topology) -> AsyncIterator[aio_pika.abc.AbstractExchange]:
     channel = await amqp.channel()
     yield await channel.get_exchange(topology.events_exchange)
     await channel.close()
@@ -51,14 +51,14 @@ class Running:
             await self.task
 
 
-def _consumer(pool, settings: Settings, topology: Topology, metrics: BusMetrics, handlers=None) -> StreamConsumer:  # type: ignore[no-untyped-def]
+def _consumer(pool, settings: Settings, topology: Topology, metrics: BusMetrics, handlers=None) -> StreamConsumer:
     return StreamConsumer(
         "projector", pool, settings.amqp_url, topology, handlers or {"file.minted": project_minted}, metrics,
         batch_size=200,
     )
 
 
-async def test_events_published_twice_are_applied_once(pool, settings, topology, amqp, exchange, bus_metrics) -> None:  # type: ignore[no-untyped-def]
+async def test_events_published_twice_are_applied_once(pool, settings, topology, amqp, exchange, bus_metrics) -> None:
     await pool.execute(PROJECTION_DDL)
     events = [minted(i) for i in range(500)]
     await _commit_through_outbox(pool, events)
@@ -74,7 +74,7 @@ async def test_events_published_twice_are_applied_once(pool, settings, topology,
     assert bus_metrics.duplicates.labels("projector")._value.get() == 50
 
 
-async def test_consumer_resumes_after_its_checkpoint(pool, settings, topology, exchange, bus_metrics) -> None:  # type: ignore[no-untyped-def]
+async def test_consumer_resumes_after_its_checkpoint(pool, settings, topology, exchange, bus_metrics) -> None:
     await pool.execute(PROJECTION_DDL)
     for i in range(100):
         await publish_event(exchange, minted(i))
@@ -91,7 +91,7 @@ async def test_consumer_resumes_after_its_checkpoint(pool, settings, topology, e
     assert len(await snapshot(pool)) == 150
 
 
-async def test_dropped_projection_rebuilt_by_replay_is_identical(pool, settings, topology, exchange, bus_metrics) -> None:  # type: ignore[no-untyped-def]
+async def test_dropped_projection_rebuilt_by_replay_is_identical(pool, settings, topology, exchange, bus_metrics):
     await pool.execute(PROJECTION_DDL)
     for i in range(300):
         await publish_event(exchange, minted(i, site="karoo" if i % 2 else "nrao"))
@@ -104,14 +104,14 @@ async def test_dropped_projection_rebuilt_by_replay_is_identical(pool, settings,
     assert await snapshot(pool) == before
 
 
-async def test_rebuild_refuses_while_the_consumer_runs(pool, settings, topology, bus_metrics) -> None:  # type: ignore[no-untyped-def]
+async def test_rebuild_refuses_while_the_consumer_runs(pool, settings, topology, bus_metrics) -> None:
     await pool.execute(PROJECTION_DDL)
     async with Running(_consumer(pool, settings, topology, bus_metrics)):
         with pytest.raises(Exception, match="running elsewhere; stop that service first"):
             await _consumer(pool, settings, topology, bus_metrics).rebuild(RESET)
 
 
-async def test_malformed_and_failing_events_are_set_aside_and_the_rest_applied(  # type: ignore[no-untyped-def]
+async def test_malformed_and_failing_events_are_set_aside_and_the_rest_applied(
     pool, settings, topology, exchange, bus_metrics
 ) -> None:
     await pool.execute(PROJECTION_DDL)

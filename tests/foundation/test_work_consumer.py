@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import aio_pika
-import asyncpg
 import pytest
 
 from shared.bus import Once, Topology, WorkQueue, WorkQueueConsumer, publish_event
@@ -22,7 +21,7 @@ QUEUE = WorkQueue("ingest", ("*.file.minted.#",), delivery_limit=3)
 
 
 @pytest.fixture
-async def work_topology(settings: Settings, amqp) -> AsyncIterator[Topology]:  # type: ignore[no-untyped-def]
+async def work_topology(settings: Settings, amqp) -> AsyncIterator[Topology]:
     topo = Topology(prefix=settings.bus.prefix, stream_max_bytes=100 * 1024**2, stream_segment_bytes=10 * 1024**2,
                     work_queues=(QUEUE,))
     async with amqp.channel() as channel:
@@ -33,13 +32,13 @@ async def work_topology(settings: Settings, amqp) -> AsyncIterator[Topology]:  #
 
 
 @pytest.fixture
-async def exchange(amqp, work_topology: Topology) -> AsyncIterator[aio_pika.abc.AbstractExchange]:  # type: ignore[no-untyped-def]
+async def exchange(amqp, work_topology: Topology) -> AsyncIterator[aio_pika.abc.AbstractExchange]:
     channel = await amqp.channel()
     yield await channel.get_exchange(work_topology.events_exchange)
     await channel.close()
 
 
-async def _dead_letters(amqp, topology: Topology) -> list[aio_pika.abc.AbstractIncomingMessage]:  # type: ignore[no-untyped-def]
+async def _dead_letters(amqp, topology: Topology) -> list[aio_pika.abc.AbstractIncomingMessage]:
     channel = await amqp.channel()
     queue = await channel.get_queue(topology.dead_letter_queue)
     found = []
@@ -57,7 +56,7 @@ async def _run(consumer: WorkQueueConsumer) -> None:
         await consumer.stop()
 
 
-def _consumer(pool, amqp, topology, metrics, handler) -> WorkQueueConsumer:  # type: ignore[no-untyped-def]
+def _consumer(pool, amqp, topology, metrics, handler) -> WorkQueueConsumer:
     return WorkQueueConsumer("worker", QUEUE, pool, amqp, topology, handler, metrics, prefetch=4, retry_base_s=0.01)
 
 
@@ -66,7 +65,7 @@ async def _project(event: Event, once: Once) -> None:
         await project_minted(conn, event)
 
 
-async def test_redelivered_event_changes_nothing(pool: asyncpg.Pool, amqp, work_topology, exchange, bus_metrics) -> None:  # type: ignore[no-untyped-def]
+async def test_redelivered_event_changes_nothing(pool, amqp, work_topology, exchange, bus_metrics) -> None:
     await pool.execute(PROJECTION_DDL)
     events = [minted(i) for i in range(30)]
     for event in events + events[:10]:
@@ -77,7 +76,7 @@ async def test_redelivered_event_changes_nothing(pool: asyncpg.Pool, amqp, work_
     assert bus_metrics.duplicates.labels("worker")._value.get() == 10
 
 
-async def test_malformed_message_dead_lettered_with_reason_and_consumer_keeps_running(  # type: ignore[no-untyped-def]
+async def test_malformed_message_dead_lettered_with_reason_and_consumer_keeps_running(
     pool, amqp, work_topology, exchange, bus_metrics
 ) -> None:
     await pool.execute(PROJECTION_DDL)
@@ -92,7 +91,7 @@ async def test_malformed_message_dead_lettered_with_reason_and_consumer_keeps_ru
     assert dead[0].routing_key == "karoo.file.minted.uvh5"
 
 
-async def test_permanent_failure_dead_lettered_transient_failure_retried(  # type: ignore[no-untyped-def]
+async def test_permanent_failure_dead_lettered_transient_failure_retried(
     pool, amqp, work_topology, exchange, bus_metrics
 ) -> None:
     await pool.execute(PROJECTION_DDL)
@@ -117,7 +116,7 @@ async def test_permanent_failure_dead_lettered_transient_failure_retried(  # typ
     assert bus_metrics.retried.labels("worker", "DatabaseUnavailable")._value.get() == 2
 
 
-async def test_endless_transient_failure_is_dead_lettered_by_the_delivery_limit(  # type: ignore[no-untyped-def]
+async def test_endless_transient_failure_is_dead_lettered_by_the_delivery_limit(
     pool, amqp, work_topology, exchange, bus_metrics
 ) -> None:
     attempts = 0
@@ -137,7 +136,7 @@ async def test_endless_transient_failure_is_dead_lettered_by_the_delivery_limit(
     assert attempts == QUEUE.delivery_limit + 1
 
 
-async def _dead_letter_count(amqp, topology: Topology) -> bool:  # type: ignore[no-untyped-def]
+async def _dead_letter_count(amqp, topology: Topology) -> bool:
     channel = await amqp.channel()
     queue = await channel.declare_queue(topology.dead_letter_queue, passive=True)
     count = queue.declaration_result.message_count
@@ -145,7 +144,7 @@ async def _dead_letter_count(amqp, topology: Topology) -> bool:  # type: ignore[
     return bool(count)
 
 
-async def test_stop_hands_back_unfinished_work(pool, amqp, work_topology, exchange, bus_metrics) -> None:  # type: ignore[no-untyped-def]
+async def test_stop_hands_back_unfinished_work(pool, amqp, work_topology, exchange, bus_metrics) -> None:
     await pool.execute(PROJECTION_DDL)
     started = asyncio.Event()
     release = asyncio.Event()

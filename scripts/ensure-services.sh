@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Make sure PostgreSQL and RabbitMQ answer on 127.0.0.1 and RabbitMQ has the plugins obsflow uses.
+# Starts them when installed but stopped; on a fresh Debian/Ubuntu machine, as root, installs them first.
+set -euo pipefail
+
+log() { printf 'ensure-services: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+apt_install() {
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+    || die "$1 is not installed. Install it (Debian/Ubuntu: apt-get install $1) or point OBSFLOW_DATABASE_URL / OBSFLOW_AMQP_URL at running servers."
+  log "installing $1 from the distribution's packages"
+  if [ -z "${APT_UPDATED:-}" ]; then apt-get update -q >/dev/null; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1" >/dev/null
+}
+
+wait_until() {  # wait_until SECONDS COMMAND...
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.5
+  done
+}
+
+ensure_postgres() {
+  if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then return; fi
+  local fresh=""
+  if ! command -v pg_ctlcluster >/dev/null; then apt_install postgresql; fresh=1; fi
+  local version; version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  if [ -n "$fresh" ]; then
+    # A fresh install: let local connections to 127.0.0.1 in without a password, as on the project's machines.
+    local hba="/etc/postgresql/$version/main/pg_hba.conf"
+    sed -i -E 's/^(host\s+all\s+all\s+127\.0\.0\.1\/32\s+)\S+/\1trust/' "$hba"
+  fi
+  log "starting PostgreSQL $version"
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  wait_until 60 pg_isready -h 127.0.0.1 -p 5432 -q || die "PostgreSQL did not come up on 127.0.0.1:5432"
+  for db in test; do
+    psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$db'" | grep -q 1 \
+      || psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db"
+  done
+}
+
+ensure_rabbitmq() {
+  if ! command -v rabbitmqctl >/dev/null; then apt_install rabbitmq-server; fi
+  if ! rabbitmqctl -q status >/dev/null 2>&1; then
+    log "starting RabbitMQ"
+    rabbitmq-server -detached || true
+  fi
+  wait_until 120 rabbitmqctl -q await_startup || die "RabbitMQ did not start (see /var/log/rabbitmq)"
+  local enabled; enabled=$(rabbitmq-plugins list -e -m 2>/dev/null || true)
+  local wanted=(rabbitmq_shovel rabbitmq_federation rabbitmq_prometheus rabbitmq_stream)
+  for plugin in "${wanted[@]}"; do
+    if ! grep -qx "$plugin" <<<"$enabled"; then
+      log "enabling RabbitMQ plugins: ${wanted[*]}"
+      rabbitmq-plugins enable -q "${wanted[@]}" >/dev/null
+      break
+    fi
+  done
+}
+
+ensure_postgres
+ensure_rabbitmq
+log "PostgreSQL and RabbitMQ are up on 127.0.0.1"
