@@ -13,10 +13,13 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.auth.secrets import site_secret
 from shared.bus.outbox import OutboxRelay
 from shared.bus.topology import Topology
 from shared.db import apply_migrations, create_pool
 from shared.errors import BrokerUnavailable, ConfigurationError
+from shared.http.auth import AUTH_SECRET, auth_middleware
+from shared.http.errors import error_middleware
 from shared.metrics import ServiceMetrics
 from shared.service import ServiceContext, ServiceParts, ServiceSpec
 from shared.settings import SERVICES, Settings
@@ -101,7 +104,8 @@ class ServiceRunner:
         self.stop_event.set()
 
     async def _start_http(self, ctx: ServiceContext) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[error_middleware, auth_middleware])
+        app[AUTH_SECRET] = site_secret(self.settings)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)

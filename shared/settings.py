@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigurationError
@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     log_level: str = "info"
     shutdown_grace_s: float = 20.0
     data_dir: Path = Path("var")
+    auth_secret: SecretStr | None = None
+    token_ttl_s: float = 30 * 86400
     stores: list[StoreSettings] = []
     services: dict[str, dict[str, Any]] = {}
 

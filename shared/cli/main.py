@@ -9,7 +9,7 @@ import inspect
 import sys
 from collections.abc import Sequence
 
-from shared.cli import events_cmd, runtime_cmd
+from shared.cli import accounts_cmd, events_cmd, runtime_cmd
 from shared.errors import ObsflowError
 
 # Service packages that contribute commands through `services/<name>/cli.py: register(subparsers)`.
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     runtime_cmd.register(sub)
     events_cmd.register(sub)
+    accounts_cmd.register(sub)
     for module_name in COMMAND_MODULES:
         try:
             module = importlib.import_module(module_name)

@@ -46,14 +46,20 @@ async def end_to_end(n: int, prefix: str, pool: asyncpg.Pool, schema: str) -> tu
     for start in range(0, n, 500):  # a service commits its state changes with their events, 500 per transaction
         async with pool.acquire() as conn, conn.transaction():
             await append_events(conn, events[start : start + 500])
-    while relay.published < n:
-        await asyncio.sleep(0.01)
+    await relay_caught_up(relay, n)
     await consumer.drain(timeout_s=600)
     elapsed = time.perf_counter() - started
     stop.set()
     await asyncio.gather(*tasks)
     await amqp.close()
     return elapsed, consumer
+
+
+async def relay_caught_up(relay: OutboxRelay, n: int, poll_s: float = 0.01) -> None:
+    """Wait until the relay has had all n events confirmed by the broker."""
+    async with asyncio.timeout(600):
+        while relay.published < n:  # noqa: ASYNC110 (a counter in another task, polled)
+            await asyncio.sleep(poll_s)
 
 
 async def raw_ceiling(n: int, prefix: str) -> float:

@@ -1,0 +1,39 @@
+"""JSON error responses, and the middleware that turns every failure into one (never a traceback)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from shared.errors import ObsflowError, PermanentError, TransientError
+
+log = structlog.get_logger()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(status: int, code: str, message: str, **details: object) -> web.Response:
+    """`{"error": {"code", "message", ...details}}` with `status`."""
+    return web.json_response({"error": {"code": code, "message": message, **details}}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Known errors become 4xx/503 with their message; anything else a logged 500 with no internals."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return json_error(e.status, e.reason.lower().replace(" ", "_"), e.text or e.reason)
+    except TransientError as e:
+        return json_error(503, "unavailable", f"{e}; try again shortly")
+    except PermanentError as e:
+        return json_error(400, "bad_request", str(e))
+    except ObsflowError as e:
+        return json_error(400, "bad_request", str(e))
+    except Exception as e:  # the HTTP edge: log the fault for operators, tell the user nothing internal
+        log.exception("http_unhandled_error", path=request.path, error=repr(e))
+        return json_error(500, "internal", "the server failed to handle this request; the operators have a log entry")
