@@ -20,6 +20,7 @@ from shared.db import apply_migrations, create_pool
 from shared.errors import BrokerUnavailable, ConfigurationError
 from shared.http.auth import AUTH_SECRET, auth_middleware
 from shared.http.errors import error_middleware
+from shared.http.tokens import token_routes
 from shared.metrics import ServiceMetrics
 from shared.service import ServiceContext, ServiceParts, ServiceSpec
 from shared.settings import SERVICES, Settings
@@ -109,6 +110,7 @@ class ServiceRunner:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_routes(token_routes(self.settings))
         app.router.add_routes(self.parts.routes)
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()

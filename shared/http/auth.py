@@ -17,7 +17,7 @@ from shared.http.errors import json_error
 __all__ = ["AUTH_SECRET", "Role", "auth_middleware", "principal_of", "requires"]
 
 AUTH_SECRET = web.AppKey("obsflow_auth_secret", str)
-_PRINCIPAL = "obsflow_principal"
+_PRINCIPAL = web.RequestKey("obsflow_principal", Principal)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
