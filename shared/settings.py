@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigurationError
@@ -64,6 +64,15 @@ class Settings(BaseSettings):
         if not _SITE_NAME.match(value):
             raise ValueError("a site name is 1-40 lowercase letters, digits, '-' or '_', starting with a letter")
         return value
+
+    @model_validator(mode="after")
+    def _stores_are_absolute(self) -> Settings:
+        # Zero configuration gives one store under the data directory; relative roots resolve from the cwd.
+        if not self.stores:
+            self.stores = [StoreSettings(name="main", root=Path(self.data_dir) / "stores" / "main")]
+        for store in self.stores:
+            store.root = store.root.resolve()
+        return self
 
     def schema_for(self, service: str) -> str:
         """The PostgreSQL schema that `service` owns at this site."""
