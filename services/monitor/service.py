@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.monitor.metrics import EventTallyCollector
-from services.monitor.projection import PROJECTION_TABLES, count_event
+from services.monitor.projection import PROJECTION_TABLES, count_events
 from shared.events import registered_types
 from shared.service import ServiceContext, ServiceParts, ServiceSpec
 
@@ -16,7 +16,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     async def refresh(stop):  # type: ignore[no-untyped-def]
         await collector.refresh_forever(ctx.pool, stop)
 
-    handlers = {event_type: count_event for event_type in registered_types()}
+    handlers = {event_type: count_events for event_type in registered_types()}
     return ServiceParts(
         stream_consumers=[ctx.stream_consumer(handlers)],
         background=[refresh],

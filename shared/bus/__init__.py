@@ -2,11 +2,11 @@
 
 from shared.bus.messages import publish_event
 from shared.bus.outbox import OutboxRelay, append_events
-from shared.bus.stream_consumer import StreamConsumer
+from shared.bus.stream_consumer import Batched, StreamConsumer
 from shared.bus.topology import Topology, WorkQueue
 from shared.bus.work_consumer import AlreadyHandled, Once, WorkQueueConsumer
 
 __all__ = [
-    "AlreadyHandled", "Once", "OutboxRelay", "StreamConsumer", "Topology", "WorkQueue", "WorkQueueConsumer",
+    "AlreadyHandled", "Batched", "Once", "OutboxRelay", "StreamConsumer", "Topology", "WorkQueue", "WorkQueueConsumer",
     "append_events", "publish_event",
 ]

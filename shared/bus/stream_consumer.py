@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,17 @@ from shared.metrics import BusMetrics
 
 log = structlog.get_logger()
 
-StreamHandler = Callable[[asyncpg.Connection, Event], Awaitable[None]]
+EventHandler = Callable[[asyncpg.Connection, Event], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Batched:
+    """A handler that applies a run of consecutive events of one type in one call (e.g. one executemany)."""
+
+    apply: Callable[[asyncpg.Connection, Sequence[Event]], Awaitable[None]]
+
+
+StreamHandler = EventHandler | Batched
 _CONNECTION_ERRORS = (*BROKER_ERRORS, OSError)
 
 
@@ -254,6 +265,7 @@ class StreamConsumer:
                     [e.event.event_id for e in handled if e.event is not None],
                 )
             }
+            to_apply: list[tuple[_Entry, Event]] = []
             for entry in entries:
                 if entry.error is not None:
                     await self._dead_letter(conn, entry, entry.error)
@@ -265,7 +277,13 @@ class StreamConsumer:
                     self._metrics.duplicates.labels(self.name).inc()
                     continue
                 fresh.discard(event.event_id)
-                await self._apply_one(conn, entry, event, isolate)
+                to_apply.append((entry, event))
+            if isolate:
+                for entry, event in to_apply:
+                    await self._apply_isolated(conn, entry, event)
+            else:
+                for event_type, run in itertools.groupby(to_apply, key=lambda pair: pair[1].type):
+                    await self._apply_run(conn, event_type, [event for _, event in run])
             await conn.execute(
                 'INSERT INTO stream_checkpoints (consumer, "offset") VALUES ($1, $2) ON CONFLICT (consumer)'
                 ' DO UPDATE SET "offset" = GREATEST(stream_checkpoints."offset", EXCLUDED."offset"),'
@@ -273,24 +291,29 @@ class StreamConsumer:
                 self.name,
                 entries[-1].offset,
             )
-        self.applied += len(handled)
+        self.applied += len(to_apply)
         self._metrics.stream_offset.labels(self.name).set(entries[-1].offset)
 
-    async def _apply_one(self, conn: asyncpg.Connection, entry: _Entry, event: Event, isolate: bool) -> None:
-        handler = self._handlers[event.type]
-        with structlog.contextvars.bound_contextvars(event_id=str(event.event_id)):
-            if not isolate:
-                await handler(conn, event)
-            else:
-                try:
-                    async with conn.transaction():  # a savepoint: only this event's writes roll back
-                        await handler(conn, event)
-                except Exception as e:  # isolate mode: whatever this one event raised, it alone is set aside
-                    if is_transient(e):
-                        raise
-                    await self._dead_letter(conn, entry, describe(e))
-                    return
-        self._metrics.handled.labels(self.name, event.type).inc()
+    async def _apply_run(self, conn: asyncpg.Connection, event_type: str, events: list[Event]) -> None:
+        """Consecutive events of one type: one call for a Batched handler, else one call each."""
+        handler = self._handlers[event_type]
+        if isinstance(handler, Batched):
+            await handler.apply(conn, events)
+        else:
+            for event in events:
+                with structlog.contextvars.bound_contextvars(event_id=str(event.event_id)):
+                    await handler(conn, event)
+        self._metrics.handled.labels(self.name, event_type).inc(len(events))
+
+    async def _apply_isolated(self, conn: asyncpg.Connection, entry: _Entry, event: Event) -> None:
+        """One event in a savepoint: if it fails for good, it alone is set aside."""
+        try:
+            async with conn.transaction():
+                await self._apply_run(conn, event.type, [event])
+        except Exception as e:  # isolate mode: whatever this one event raised, it alone is set aside
+            if is_transient(e):
+                raise
+            await self._dead_letter(conn, entry, describe(e))
 
     async def _dead_letter(self, conn: asyncpg.Connection, entry: _Entry, reason: str) -> None:
         log.error("event_dead_lettered", consumer=self.name, offset=entry.offset, reason=reason)

@@ -22,7 +22,7 @@ from shared.bus.messages import event_message
 from shared.db import apply_migrations, create_pool
 from shared.events import encode_event
 from shared.metrics import BusMetrics
-from tests.foundation.support import PROJECTION_DDL, minted, project_minted
+from tests.foundation.support import PROJECTION_DDL, minted, project_minted_batched
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
@@ -36,7 +36,7 @@ async def end_to_end(n: int, prefix: str, pool: asyncpg.Pool, schema: str) -> tu
         await topology.declare(channel)
     metrics = BusMetrics(CollectorRegistry())
     relay = OutboxRelay(pool, schema, amqp, topology, metrics, batch_size=2000, poll_interval_s=0.5)
-    consumer = StreamConsumer("projector", pool, AMQP, topology, {"file.minted": project_minted}, metrics,
+    consumer = StreamConsumer("projector", pool, AMQP, topology, {"file.minted": project_minted_batched}, metrics,
                               batch_size=1000)
     events = [minted(i) for i in range(n)]
     stop = asyncio.Event()

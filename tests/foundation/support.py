@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
 
+from shared.bus import Batched
 from shared.events import Event, new_event
 from shared.events.types import FileMinted
 
@@ -43,3 +45,14 @@ async def snapshot(pool: asyncpg.Pool) -> list[tuple[str, int, str, int]]:
     """The projection's rows, in a stable order."""
     rows = await pool.fetch("SELECT name, size, checksum, applied FROM minted ORDER BY name")
     return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+async def _project_minted_run(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+    await conn.executemany(
+        "INSERT INTO minted (name, size, checksum) VALUES ($1, $2, $3)"
+        " ON CONFLICT (name) DO UPDATE SET applied = minted.applied + 1",
+        [(e.payload.name, e.payload.size, e.payload.checksum) for e in events],  # type: ignore[attr-defined]
+    )
+
+
+project_minted_batched = Batched(_project_minted_run)

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import aio_pika
 import asyncpg
 import pytest
 
-from shared.bus import OutboxRelay, StreamConsumer, Topology, append_events, publish_event
+from shared.bus import Batched, OutboxRelay, StreamConsumer, Topology, append_events, publish_event
 from shared.errors import PermanentError
 from shared.events import Event
 from shared.metrics import BusMetrics
 from shared.settings import Settings
-from tests.foundation.support import PROJECTION_DDL, RESET, minted, project_minted, snapshot
+from tests.foundation.support import (
+    PROJECTION_DDL,
+    RESET,
+    minted,
+    project_minted,
+    project_minted_batched,
+    snapshot,
+)
 
 pytestmark = pytest.mark.usefixtures("drop_schemas")
 
@@ -58,7 +65,8 @@ def _consumer(pool, settings: Settings, topology: Topology, metrics: BusMetrics,
     )
 
 
-async def test_events_published_twice_are_applied_once(pool, settings, topology, amqp, exchange, bus_metrics) -> None:
+@pytest.mark.parametrize("handler", [project_minted, project_minted_batched], ids=["per-event", "batched"])
+async def test_events_published_twice_are_applied_once(pool, settings, topology, amqp, exchange, bus_metrics, handler):
     await pool.execute(PROJECTION_DDL)
     events = [minted(i) for i in range(500)]
     await _commit_through_outbox(pool, events)
@@ -66,8 +74,9 @@ async def test_events_published_twice_are_applied_once(pool, settings, topology,
     for event in events[:50]:  # the same events again, as a relay crash before its mark would re-send them
         await publish_event(exchange, event)
 
-    async with Running(_consumer(pool, settings, topology, bus_metrics)) as consumer:
+    async with Running(_consumer(pool, settings, topology, bus_metrics, {"file.minted": handler})) as consumer:
         await consumer.drain()
+        assert consumer.applied == 500
     rows = await snapshot(pool)
     assert len(rows) == 500
     assert {applied for *_, applied in rows} == {1}
@@ -117,15 +126,15 @@ async def test_malformed_and_failing_events_are_set_aside_and_the_rest_applied(
     await pool.execute(PROJECTION_DDL)
     poison = minted(7)
 
-    async def project_or_refuse(conn: asyncpg.Connection, event: Event) -> None:
-        if event.event_id == poison.event_id:
+    async def project_or_refuse(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+        if any(event.event_id == poison.event_id for event in events):
             raise PermanentError("this file's metadata contradicts the catalogue")
-        await project_minted(conn, event)
+        await project_minted_batched.apply(conn, events)
 
     await exchange.publish(aio_pika.Message(b"{not json"), routing_key="karoo.file.minted.uvh5")
     for i in range(20):
         await publish_event(exchange, poison if i == 7 else minted(i))
-    consumer = _consumer(pool, settings, topology, bus_metrics, {"file.minted": project_or_refuse})
+    consumer = _consumer(pool, settings, topology, bus_metrics, {"file.minted": Batched(project_or_refuse)})
     async with Running(consumer):
         await consumer.drain()
     assert len(await snapshot(pool)) == 19

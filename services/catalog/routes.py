@@ -1,0 +1,160 @@
+"""The catalog's HTTP API under /api/v1: files, their instances, observations, sessions, search (JSON)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from services.catalog import reads
+from services.catalog.openapi import openapi_document
+from services.catalog.options import CatalogOptions
+from services.catalog.search import SearchError
+from services.catalog.session_closing import SessionAlreadyClosed, UnknownSession, close_session
+from shared.events.types import SessionClosed
+from shared.http.auth import Role, requires
+from shared.http.errors import json_error
+from shared.service import ServiceContext
+
+PREFIX = "/api/v1"
+SEARCH_KEYS = {"target", "query", "limit", "cursor", "offset"}
+DEFAULT_RECENT = 20
+
+
+# (method, path under PREFIX, CatalogApi handler, minimum role); None: public.
+ROUTE_TABLE: tuple[tuple[str, str, str, Role | None], ...] = (
+    ("GET", "/files", "recent_files", Role.READ_ONLY),
+    ("GET", "/files/{name}", "file", Role.READ_ONLY),
+    ("GET", "/files/{name}/instances", "file_instances", Role.READ_ONLY),
+    ("GET", "/observations/{observation_id}", "observation", Role.READ_ONLY),
+    ("GET", "/sessions", "sessions", Role.READ_ONLY),
+    ("GET", "/sessions/{session_id}", "session", Role.READ_ONLY),
+    ("POST", "/sessions/{session_id}/close", "close_session", Role.ADMIN),
+    ("POST", "/search", "search", Role.READ_ONLY),
+    ("GET", "/openapi.json", "openapi", None),
+)
+
+
+def catalog_routes(ctx: ServiceContext, options: CatalogOptions) -> list[web.RouteDef]:
+    """Every route of the API, each guarded by its minimum role (the OpenAPI document is public)."""
+    api = CatalogApi(ctx, options)
+    routes = []
+    for method, path, name, role in ROUTE_TABLE:
+        handler = getattr(api, name)
+        routes.append(web.route(method, PREFIX + path, requires(role)(handler) if role else handler))
+    return routes
+
+
+class CatalogApi:
+    """The handlers, bound to the service's pool and settings."""
+
+    def __init__(self, ctx: ServiceContext, options: CatalogOptions) -> None:
+        self._ctx = ctx
+        self._pool = ctx.pool
+        self._site = ctx.settings.site
+        self._options = options
+
+    async def file(self, request: web.Request) -> web.Response:
+        """GET /files/{name}."""
+        found = await reads.file_by_name(self._pool, request.match_info["name"])
+        return web.json_response(found) if found else _not_found("file", request.match_info["name"])
+
+    async def recent_files(self, request: web.Request) -> web.Response:
+        """GET /files?recent=N."""
+        count = _int_param(request, "recent", DEFAULT_RECENT, reads.MAX_RECENT)
+        if isinstance(count, web.Response):
+            return count
+        return web.json_response({"results": await reads.recent_files(self._pool, count)})
+
+    async def file_instances(self, request: web.Request) -> web.Response:
+        """GET /files/{name}/instances: copies at this site first, then the others."""
+        name = request.match_info["name"]
+        instances = await reads.instances_of(self._pool, name, self._site)
+        if not instances and await reads.file_by_name(self._pool, name) is None:
+            return _not_found("file", name)
+        return web.json_response({"file": name, "site": self._site, "instances": instances})
+
+    async def observation(self, request: web.Request) -> web.Response:
+        """GET /observations/{observation_id}."""
+        key = request.match_info["observation_id"]
+        found = await reads.observation_by_id(self._pool, key)
+        return web.json_response(found) if found else _not_found("observation", key)
+
+    async def sessions(self, request: web.Request) -> web.Response:
+        """GET /sessions?status=open|closed&limit=N."""
+        status = request.query.get("status")
+        if status not in (None, "open", "closed"):
+            return json_error(400, "bad_request", f"status is 'open' or 'closed', got {status!r}")
+        limit = _int_param(request, "limit", 100, reads.MAX_RECENT)
+        if isinstance(limit, web.Response):
+            return limit
+        return web.json_response({"results": await reads.list_sessions(self._pool, status, limit)})
+
+    async def session(self, request: web.Request) -> web.Response:
+        """GET /sessions/{session_id}."""
+        key = request.match_info["session_id"]
+        found = await reads.session_by_id(self._pool, key)
+        return web.json_response(found) if found else _not_found("session", key)
+
+    async def close_session(self, request: web.Request) -> web.Response:
+        """POST /sessions/{session_id}/close: close it now and emit session.closed."""
+        session_id = request.match_info["session_id"]
+        try:
+            event = await close_session(self._ctx, session_id)
+        except UnknownSession as e:
+            return json_error(404, "not_found", str(e))
+        except SessionAlreadyClosed as e:
+            return json_error(409, "already_closed", str(e))
+        if event is None:  # only a sweep's conditional close returns None
+            return json_error(409, "busy", f"session {session_id} received an observation; try again")
+        payload = event.payload
+        return web.json_response({
+            "session_id": session_id, "closed_at": event.occurred_at.isoformat(), "event_id": str(event.event_id),
+            "files": len(payload.file_names) if isinstance(payload, SessionClosed) else 0,
+        })
+
+    async def search(self, request: web.Request) -> web.Response:
+        """POST /search {target, query, limit, cursor|offset}."""
+        body = await _json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            unknown = sorted(set(body) - SEARCH_KEYS)
+            if unknown:
+                raise SearchError("$", f"unknown keys {unknown}; a search has {sorted(SEARCH_KEYS)}")
+            page = await reads.run_search(self._pool, body, self._options.search_timeout_s)
+        except SearchError as e:
+            return web.json_response(e.to_dict(), status=400)
+        return web.json_response(page)
+
+    async def openapi(self, _request: web.Request) -> web.Response:
+        """GET /openapi.json (public)."""
+        return web.json_response(openapi_document())
+
+
+def _not_found(kind: str, key: str) -> web.Response:
+    return json_error(404, "not_found", f"no {kind} {key!r} in this site's catalog")
+
+
+def _int_param(request: web.Request, name: str, default: int, maximum: int) -> int | web.Response:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= maximum:
+        return json_error(400, "bad_request", f"{name} is a whole number from 1 to {maximum}, got {raw!r}")
+    return value
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return json_error(400, "bad_request", f"the body is not JSON ({e}); send a JSON object")
+    if not isinstance(body, dict):
+        return json_error(400, "bad_request", 'the body must be a JSON object, e.g. {"target": "files", "query": {}}')
+    return body
