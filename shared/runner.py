@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import signal
 import time
+from collections.abc import Awaitable
 
 import aio_pika
 import structlog
@@ -91,8 +92,8 @@ class ServiceRunner:
         log.info("service_started", schema=ctx.schema, port=s.http_port(name) if self._http else None)
         return ctx
 
-    def _spawn(self, coro: object, name: str) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
         task.set_name(name)
         task.add_done_callback(self._on_task_done)
         self._tasks.append(task)

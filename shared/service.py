@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -37,7 +37,7 @@ class ServiceContext:
         """A new event from this service at this site."""
         return new_event(payload, site=self.settings.site, producer=self.name, caused_by=caused_by)
 
-    def stream_consumer(self, handlers: dict[str, StreamHandler], *, name: str | None = None) -> StreamConsumer:
+    def stream_consumer(self, handlers: Mapping[str, StreamHandler], *, name: str | None = None) -> StreamConsumer:
         """A consumer of the site's log stream, checkpointed in this service's schema."""
         return StreamConsumer(
             name or self.name, self.pool, self.settings.amqp_url, self.topology, handlers, self.metrics.bus,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 
 import asyncpg
 
@@ -15,7 +16,7 @@ PROJECTION_TABLES = ("event_counts",)
 
 async def _count_events(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
     counts = Counter((e.site, e.type) for e in events)
-    newest = {}
+    newest: dict[tuple[str, str], datetime] = {}
     for e in events:
         newest[(e.site, e.type)] = max(e.occurred_at, newest.get((e.site, e.type), e.occurred_at))
     await conn.executemany(

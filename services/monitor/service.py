@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from services.monitor.metrics import EventTallyCollector
 from services.monitor.projection import PROJECTION_TABLES, count_events
+from shared.bus.stream_consumer import StreamHandler
 from shared.events import registered_types
 from shared.service import ServiceContext, ServiceParts, ServiceSpec
 
@@ -13,10 +16,10 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     collector = EventTallyCollector()
     ctx.metrics.registry.register(collector)
 
-    async def refresh(stop):  # type: ignore[no-untyped-def]
+    async def refresh(stop: asyncio.Event) -> None:
         await collector.refresh_forever(ctx.pool, stop)
 
-    handlers = {event_type: count_events for event_type in registered_types()}
+    handlers: dict[str, StreamHandler] = {event_type: count_events for event_type in registered_types()}
     return ServiceParts(
         stream_consumers=[ctx.stream_consumer(handlers)],
         background=[refresh],

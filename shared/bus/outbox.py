@@ -23,6 +23,7 @@ from shared.metrics import BusMetrics
 log = structlog.get_logger()
 
 NOTIFY_CHANNEL = "obsflow_outbox"
+_RETRYABLE: tuple[type[BaseException], ...] = (TimeoutError, *TRANSIENT_DB_ERRORS, *BROKER_ERRORS, TransientError)
 
 
 async def append_events(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
@@ -125,7 +126,7 @@ class OutboxRelay:
                     try:
                         await self.publish_pending()
                         backoff.reset()
-                    except (TimeoutError, *TRANSIENT_DB_ERRORS, *BROKER_ERRORS, TransientError) as e:
+                    except _RETRYABLE as e:
                         log.warning("outbox_relay_retry", error=repr(e), delay_s=backoff.peek())
                         await backoff.wait(stop)
                         continue

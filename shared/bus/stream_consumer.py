@@ -37,7 +37,8 @@ class Batched:
 
 
 StreamHandler = EventHandler | Batched
-_CONNECTION_ERRORS = (*BROKER_ERRORS, OSError)
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (*BROKER_ERRORS, OSError)
+_RECONNECT_ERRORS: tuple[type[BaseException], ...] = (*_CONNECTION_ERRORS, *TRANSIENT_DB_ERRORS, TransientError)
 
 
 class ConsumerBusy(TransientError):
@@ -117,7 +118,7 @@ class StreamConsumer:
             try:
                 await self._session(stop)
                 backoff.reset()
-            except (*_CONNECTION_ERRORS, *TRANSIENT_DB_ERRORS, TransientError) as e:
+            except _RECONNECT_ERRORS as e:
                 log.warning("stream_consumer_reconnect", consumer=self.name, error=describe(e))
                 await backoff.wait(stop)
 

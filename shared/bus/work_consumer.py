@@ -169,7 +169,7 @@ class WorkQueueConsumer:
             await self._dead_letter(message, reason or "unknown")
             await message.ack()
         else:
-            attempts = int((message.headers or {}).get("x-delivery-count", 0) or 0)  # type: ignore[call-overload]
+            attempts = int(str((message.headers or {}).get("x-delivery-count", 0) or 0))
             self._metrics.retried.labels(self.name, (reason or "").split(":", 1)[0]).inc()
             # Quorum queues count deliveries and dead-letter past the limit, so retries are bounded.
             await asyncio.sleep(min(5.0, self._retry_base_s * 2**attempts))

@@ -12,7 +12,7 @@ from shared.auth.secrets import site_secret
 from shared.settings import load_settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the accounts commands."""
     accounts = sub.add_parser("accounts", help="create accounts and get API tokens")
     acc_sub = accounts.add_subparsers(dest="accounts_command", required=True, metavar="SUBCOMMAND")

@@ -22,7 +22,7 @@ from shared.settings import load_settings
 _INTERVAL = re.compile(r"^\d+[smhDMY]$")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add `events tail`."""
     events = sub.add_parser("events", help="follow the event log")
     events_sub = events.add_subparsers(dest="events_command", required=True, metavar="SUBCOMMAND")

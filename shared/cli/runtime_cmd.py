@@ -18,7 +18,7 @@ from shared.settings import SERVICES, load_settings
 log = structlog.get_logger()
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the runtime commands."""
     up = sub.add_parser("up", help="run every service, each in its own supervised process, logs merged")
     up.add_argument("--only", nargs="+", choices=SERVICES, help="run only these services")
