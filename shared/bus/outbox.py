@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import Sequence
 
 import asyncpg
@@ -23,6 +24,8 @@ from shared.metrics import BusMetrics
 log = structlog.get_logger()
 
 NOTIFY_CHANNEL = "obsflow_outbox"
+PUBLISHED_RETENTION_S = 7 * 86400.0
+PRUNE_EVERY_S = 600.0
 _RETRYABLE: tuple[type[BaseException], ...] = (TimeoutError, *TRANSIENT_DB_ERRORS, *BROKER_ERRORS, TransientError)
 
 
@@ -67,6 +70,7 @@ class OutboxRelay:
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self.published = 0
+        self._pruned_at = time.monotonic()
 
     async def _ensure_exchange(self) -> AbstractExchange:
         if not self._connection.connected.is_set():
@@ -130,6 +134,7 @@ class OutboxRelay:
                         log.warning("outbox_relay_retry", error=repr(e), delay_s=backoff.peek())
                         await backoff.wait(stop)
                         continue
+                    await self._prune_published()
                     await _wait_any(stop, self._wakeup, self._poll_interval_s)
             finally:
                 with contextlib.suppress(*TRANSIENT_DB_ERRORS):
@@ -142,6 +147,16 @@ class OutboxRelay:
             await _wait_any(stop, self._wakeup, self._poll_interval_s)
             if stop.is_set():
                 return
+
+    async def _prune_published(self) -> None:
+        """Forget published rows after the retention period (the log stream keeps the events)."""
+        now = time.monotonic()
+        if now - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        await self._pool.execute(
+            "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)", PUBLISHED_RETENTION_S
+        )
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         if payload == self._schema:

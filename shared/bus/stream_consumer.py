@@ -197,7 +197,10 @@ class StreamConsumer:
             if worker.done():
                 worker.result()  # re-raise what ended the worker
             else:
-                await asyncio.wait_for(worker, timeout=30)  # finish the batch in hand
+                # Finish the batch in hand; one stuck on a dead database is abandoned (it was never acked).
+                _done, pending = await asyncio.wait([worker], timeout=30)
+                for task in pending:
+                    task.cancel()
             if lost.is_set() and not stop.is_set():
                 raise aio_pika.exceptions.AMQPConnectionError("broker connection lost")
         finally:
