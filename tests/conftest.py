@@ -31,7 +31,7 @@ def settings(unique: str) -> Settings:
     b = backends()
     return Settings(
         site=unique, database_url=b.database_url, amqp_url=b.amqp_url, bus={"prefix": unique}, log_format="json",
-        shutdown_grace_s=5.0,
+        shutdown_grace_s=5.0, auth_secret=f"secret-{unique}",
     )
 
 

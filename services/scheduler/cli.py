@@ -1,4 +1,4 @@
-"""The `obsflow workflow` commands: plan a hera_opm workflow over files and show its job graph."""
+"""The `obsflow workflow` commands: plan a hera_opm workflow over files, register it, run it, follow its runs."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from services.scheduler.cli_runs import register_run_commands
 from services.scheduler.workflow import DEFAULT_NIGHT_GAP_DAYS, PlannedJob, WorkflowError, load_workflow, plan_workflow
 
 
 def register(subparsers: Any) -> None:
-    """Add the `workflow` command (with its `plan` subcommand) to the obsflow command line."""
-    workflow = subparsers.add_parser("workflow", help="read and plan hera_opm workflow configs")
+    """Add the `workflow` command (plan, register, run, runs, status, retry) to the obsflow command line."""
+    workflow = subparsers.add_parser("workflow", help="plan, register and run hera_opm workflows")
     commands = workflow.add_subparsers(dest="workflow_command", required=True)
     plan = commands.add_parser("plan", help="show the jobs a workflow config makes for a list of files")
     plan.add_argument("config", help="hera_opm TOML workflow config")
@@ -29,6 +30,7 @@ def register(subparsers: Any) -> None:
         help=f"a gap longer than this between files starts a new night (default {DEFAULT_NIGHT_GAP_DAYS})",
     )
     plan.set_defaults(func=run_plan)
+    register_run_commands(commands)
 
 
 def run_plan(args: argparse.Namespace) -> int:

@@ -1,14 +1,30 @@
-"""The scheduler service. Its event handlers and routes arrive with their issue; today it runs the shared parts
-(outbox relay, health, readiness and metrics endpoints) so deployments and supervision are already real."""
+"""The scheduler service: starts workflow runs on session.closed / file.minted events and HTTP requests, and
+drives them through a batch backend (local, Slurm or PBS), persisting every attempt so it can resume."""
 
 from __future__ import annotations
 
+import asyncio
+
+from services.scheduler.routes import scheduler_routes
+from services.scheduler.runs.dispatcher import Dispatcher
+from services.scheduler.runs.options import SchedulerOptions
+from services.scheduler.runs.triggers import RunTriggers
 from shared.service import ServiceContext, ServiceParts, ServiceSpec
 
 
 async def build(ctx: ServiceContext) -> ServiceParts:
-    """No consumers yet."""
-    return ServiceParts()
+    """A stream consumer that creates runs, the dispatcher that runs them, and the HTTP API."""
+    options = SchedulerOptions.from_settings(ctx.settings)
+    dispatcher = Dispatcher(ctx.pool, ctx.schema, options, lambda payload: ctx.event(payload))
+
+    async def dispatch(stop: asyncio.Event) -> None:
+        await dispatcher.run(stop)
+
+    return ServiceParts(
+        stream_consumers=[ctx.stream_consumer(RunTriggers(options).handlers())],
+        routes=scheduler_routes(ctx, options, dispatcher),
+        background=[dispatch],
+    )
 
 
-SPEC = ServiceSpec(name="scheduler", build=build)
+SPEC = ServiceSpec(name="scheduler", build=build, migrations=("services.scheduler.migrations",))

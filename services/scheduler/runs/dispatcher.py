@@ -1,0 +1,184 @@
+"""The dispatch loop: polls in-flight attempts, records how they ended, finishes runs, submits ready jobs.
+
+One dispatcher leads per schema (a session advisory lock), so two replicas never submit the same job.
+On start it marks half-submitted attempts LOST and asks every backend about every in-flight id BEFORE it
+submits anything new (re-attachment: the local backend counts those jobs against its budget).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+
+import asyncpg
+import structlog
+
+from services.scheduler.backends import BackendError, JobState, JobStatus
+from services.scheduler.runs import repository
+from services.scheduler.runs.domain import JobFacts, job_statuses, run_outcome
+from services.scheduler.runs.domain import JobStatus as RunJobStatus
+from services.scheduler.runs.events import job_done, job_failed
+from services.scheduler.runs.finishing import RunFinisher
+from services.scheduler.runs.options import SchedulerOptions
+from services.scheduler.runs.repository import InFlight
+from services.scheduler.runs.submission import BackendPool, MakeEvent, submit_attempt
+from shared.bus.outbox import append_events
+from shared.db.pool import TRANSIENT_DB_ERRORS
+from shared.errors import ObsflowError
+from shared.events import Payload
+
+log = structlog.get_logger()
+
+# Failures a later pass can get past: the database restarting, a file system hiccup.
+_PASSING: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, OSError)
+
+
+class Dispatcher:
+    """Drives every open run forward; `run(stop)` is the scheduler's background task."""
+
+    def __init__(self, pool: asyncpg.Pool, schema: str, options: SchedulerOptions, make_event: MakeEvent) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.options = options
+        self.make_event = make_event
+        self.backends = BackendPool(options)
+        self.finisher = RunFinisher(pool, options, make_event)
+        self._submitting: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._polled = False  # every backend with in-flight ids has been asked about them at least once
+        self._unattached: set[str] = set()  # backends whose last status() failed: submit nothing to them
+        self.wakeup = asyncio.Event()
+        self.submissions = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Lead dispatching for this schema until `stop` is set; then hand in-flight submissions back."""
+        async with self.pool.acquire() as lock_conn:
+            while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key()):
+                log.info("dispatcher_standby", schema=self.schema)
+                if await _wait(stop, self.wakeup, 2.0):
+                    return
+            try:
+                lost = await repository.abandon_submitting(self.pool)
+                if lost:
+                    log.warning("attempts_lost_while_submitting", attempts=len(lost))
+                await self._loop(stop)
+            finally:
+                await self._stop_submissions()
+                await self.backends.close()
+                with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                    await lock_conn.execute("SELECT pg_advisory_unlock($1)", self._lock_key())
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.wakeup.clear()
+            try:
+                await self.tick()
+            except _PASSING as e:
+                log.warning("dispatch_retry", error=repr(e))
+            await _wait(stop, self.wakeup, self.options.poll_interval_s)
+
+    async def tick(self) -> None:
+        """One pass: poll in-flight attempts, finish ended runs, record provenance, submit ready jobs."""
+        await self.poll_in_flight()
+        runs = await repository.open_runs(self.pool)
+        await self.finisher.capture_provenance()
+        backends = {r["run_id"]: r["backend"] for r in await self.pool.fetch(
+            "SELECT run_id, backend FROM runs WHERE finished_at IS NULL"
+        )}
+        for run_id, jobs in runs.items():
+            await self._advance(run_id, jobs, backends.get(run_id, self.options.backend))
+
+    async def _advance(self, run_id: str, jobs: dict[str, JobFacts], backend: str) -> None:
+        statuses = job_statuses(jobs)
+        outcome = run_outcome(statuses)
+        if outcome.finished:
+            await self.finisher.finish(run_id, outcome)
+            return
+        if not self._polled or backend in self._unattached:
+            return  # its in-flight jobs have not been re-attached yet
+        for key, status in statuses.items():
+            if status != RunJobStatus.READY or (run_id, key) in self._submitting:
+                continue
+            task = asyncio.create_task(self._submit(run_id, key, jobs[key].next_attempt))
+            self._submitting[(run_id, key)] = task
+
+    async def _submit(self, run_id: str, key: str, attempt: int) -> None:
+        try:
+            await submit_attempt(self.pool, self.backends, self.make_event, run_id, key, attempt)
+            self.submissions += 1
+        except _PASSING as e:
+            log.warning("job_submission_deferred", run_id=run_id, job=key, error=repr(e))
+        finally:
+            self._submitting.pop((run_id, key), None)
+            self.wakeup.set()
+
+    async def poll_in_flight(self) -> None:
+        """Ask each backend, in one status() call, about its in-flight attempts; record the ones that ended."""
+        attempts = await repository.in_flight(self.pool)
+        by_backend: dict[str, list[InFlight]] = {}
+        for a in attempts:
+            by_backend.setdefault(a.backend, []).append(a)
+        for name, batch in by_backend.items():
+            try:
+                statuses = await self.backends.get(name).status([a.external_id for a in batch])
+            except (BackendError, ObsflowError) as e:
+                # Transient (controller down) or not (an id it cannot read): submit nothing there until it answers.
+                log.error("backend_status_failed", backend=name, error=str(e), error_class=e.__class__.__name__)
+                self._unattached.add(name)
+                continue
+            self._unattached.discard(name)
+            await self._record(batch, statuses)
+        self._polled = True
+
+    async def _record(self, batch: list[InFlight], statuses: dict[str, JobStatus]) -> None:
+        running = []
+        for a in batch:
+            status = statuses.get(a.external_id)
+            if status is None:
+                continue
+            if status.state.is_final:
+                await self._record_final(a, status)
+            elif status.state == JobState.RUNNING:
+                running.append((a.run_id, a.job_key, a.attempt, status.host))
+        if running:
+            await repository.mark_running(self.pool, running)
+
+    async def _record_final(self, a: InFlight, status: JobStatus) -> None:
+        state = status.state.value
+        async with self.pool.acquire() as conn, conn.transaction():
+            ended = await repository.end_attempt(
+                conn, a.run_id, a.job_key, a.attempt, state, status.exit_code, status.host, status.detail
+            )
+            if ended is None:
+                return
+            job = await repository.job_row(conn, a.run_id, a.job_key)
+            payload: Payload
+            if status.state == JobState.SUCCEEDED:
+                payload = job_done(job, ended["submitted_at"], ended["ended_at"], a.log_path)
+            else:
+                facts = (await repository.run_facts(conn, a.run_id))[a.job_key]
+                reason = status.detail or state
+                payload = job_failed(job, facts, a.attempt, state, reason, status.exit_code, a.log_path)
+            await append_events(conn, [self.make_event(payload)])
+        log.info("job_ended", run_id=a.run_id, job=a.job_key, attempt=a.attempt, state=state, host=status.host)
+
+    async def _stop_submissions(self) -> None:
+        tasks = list(self._submitting.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _lock_key(self) -> int:
+        digest = hashlib.blake2b(f"dispatch:{self.schema}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big", signed=True)
+
+
+async def _wait(stop: asyncio.Event, wakeup: asyncio.Event, timeout: float) -> bool:
+    """Wait for `stop`, `wakeup` or the timeout; True if `stop` is set."""
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wakeup.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+    return stop.is_set()

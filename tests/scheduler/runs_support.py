@@ -1,0 +1,182 @@
+"""Shared pieces of the run-engine tests: task scripts, workflow configs, input files and a running service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+import pytest
+
+from services.scheduler.service import SPEC
+from shared.auth import Principal, Role, issue_token
+from shared.auth.secrets import site_secret
+from shared.bus.topology import Topology
+from shared.runner import ServiceRunner
+from shared.settings import Settings
+from tests.conftest import wait_for
+
+FIRST_JD = 2459122.30000
+STEP_JD = 0.00018
+
+
+def input_files(directory: Path, count: int) -> list[str]:
+    """`count` HERA-like input files (tiny), in time order."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = directory / f"zen.{FIRST_JD + i * STEP_JD:.5f}.sum.uvh5"
+        path.write_text(f"visibilities {i}\n")
+        paths.append(str(path))
+    return paths
+
+
+def write_scripts(directory: Path, bodies: dict[str, str]) -> Path:
+    """Write do_<ACTION>.sh for each action; every script first appends its job id to `submissions.log`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ledger = directory / "submissions.log"
+    for action, body in bodies.items():
+        script = directory / f"do_{action}.sh"
+        script.write_text(
+            "#!/bin/bash\nset -e\n"
+            f'echo "$OBSFLOW_JOB_ID $OBSFLOW_ATTEMPT $(pwd)" >> {ledger}\n' + textwrap.dedent(body) + "\n"
+        )
+        script.chmod(0o755)
+    return ledger
+
+
+def submissions(ledger: Path) -> list[str]:
+    """The job ids of every script start, in order."""
+    if not ledger.exists():
+        return []
+    return [line.split()[0] for line in ledger.read_text().splitlines() if line.strip()]
+
+
+STANDARD_SCRIPTS = {
+    "SETUP": 'echo "set up $*" > setup.done',
+    "CALIBRATE": 'test -e "$1"\necho "calibrated $1" > "$1.cal"\necho scratch > "$1.tmp"',
+    "COMBINE": 'echo "$@" > "combined.$(basename "$1").txt"',
+    "TEARDOWN": 'echo "$OBSFLOW_RUN_ID" > teardown.done',
+}
+
+
+def workflow_config(
+    scripts: Path, *, timeout: str = "60", extra_options: str = "", actions: str | None = None, queue: str = "hera"
+) -> str:
+    """A SETUP / per-file CALIBRATE / chunked COMBINE / TEARDOWN workflow over `scripts`."""
+    return textwrap.dedent(
+        f"""\
+        [Options]
+        makeflow_type = "analysis"
+        path_to_do_scripts = "{scripts}"
+        base_mem = 10
+        base_cpu = 1
+        default_queue = "{queue}"
+        timeout = "{timeout}"
+        obsflow_cleanup = ["*.tmp"]
+        {extra_options}
+
+        [WorkFlow]
+        actions = {actions or '["SETUP", "CALIBRATE", "COMBINE", "TEARDOWN"]'}
+
+        [SETUP]
+        args = ["night"]
+
+        [CALIBRATE]
+        args = ["{{basename}}"]
+
+        [COMBINE]
+        prereqs = "CALIBRATE"
+        chunk_size = 2
+        stride_length = 2
+        collect_stragglers = true
+        args = ["{{obsid_list}}"]
+
+        [TEARDOWN]
+        args = ["done"]
+        """
+    )
+
+
+def free_port_block(size: int = 5) -> int:
+    """A base port with `size` free ports after it."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + size < 65000 and all(_port_free(base + i) for i in range(size)):
+            return base
+    raise RuntimeError("no block of free ports")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def scheduler_settings(settings: Settings, data_dir: Path, **scheduler: Any) -> Settings:
+    """The test site's settings with a data dir, free ports and `[services.scheduler]` options."""
+    options = {"poll_interval_s": 0.1, "backend_options": {"local": {"total_cpus": 4}}, **scheduler}
+    return settings.model_copy(
+        update={"data_dir": data_dir, "services": {"scheduler": options}, "http_base_port": free_port_block()}
+    )
+
+
+@pytest.fixture
+async def delete_topology(settings: Settings) -> AsyncIterator[None]:
+    """Delete the test site's exchange, stream and queues afterwards (the service declared them)."""
+    yield
+    connection = None
+    for _ in range(60):  # another suite on this machine restarts RabbitMQ now and then: wait for it
+        try:
+            connection = await aio_pika.connect(settings.amqp_url)
+            break
+        except (aio_pika.exceptions.AMQPConnectionError, OSError):
+            await asyncio.sleep(0.5)
+    if connection is None:
+        return
+    try:
+        async with connection.channel() as channel:
+            await Topology(prefix=settings.bus.prefix).delete(channel)
+    finally:
+        await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def running_scheduler(settings: Settings, *, http: bool = False) -> AsyncIterator[ServiceRunner]:
+    """The scheduler service in this process, stopped afterwards."""
+    runner = ServiceRunner(SPEC, settings, http=http)
+    await runner.start()
+    try:
+        yield runner
+    finally:
+        await runner.stop()
+
+
+def token(settings: Settings, role: Role = Role.ADMIN) -> str:
+    """A bearer token of the test site."""
+    return issue_token(site_secret(settings), Principal("tester", role), 600)
+
+
+async def run_state(pool: asyncpg.Pool, run_id: str) -> str | None:
+    """'finished' once the run has finished_at, else None."""
+    finished = await pool.fetchval("SELECT finished_at FROM runs WHERE run_id = $1", run_id)
+    return "finished" if finished else None
+
+
+async def wait_finished(pool: asyncpg.Pool, run_id: str, timeout_s: float = 30) -> None:
+    """Wait until the run has finished."""
+    await wait_for(lambda: run_state(pool, run_id), timeout_s=timeout_s, poll_s=0.1)
+
+
+async def outbox_events(pool: asyncpg.Pool, event_type: str) -> list[dict[str, Any]]:
+    """Payloads of the events of one type in the scheduler's outbox, in order."""
+    rows = await pool.fetch("SELECT body FROM outbox WHERE event_type = $1 ORDER BY seq", event_type)
+    return [json.loads(r["body"])["payload"] for r in rows]
