@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 
@@ -45,3 +46,19 @@ def backends() -> Backends:
             f"amqp://guest:guest@{params.host}:{params.port}/",
         )
     return Backends("postgresql://postgres@127.0.0.1:5432/test", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def free_port_block(size: int = 5) -> int:
+    """A base port with `size` free ports after it (one per service)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + size < 65000 and all(_port_free(base + i) for i in range(size)):
+            return base
+    raise RuntimeError("no block of free ports on 127.0.0.1")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0

@@ -20,6 +20,7 @@ from shared.db.pool import TRANSIENT_DB_ERRORS
 from shared.errors import BrokerUnavailable, TransientError
 from shared.events import Event, encode_event
 from shared.metrics import BusMetrics
+from shared.waiting import wait_any
 
 log = structlog.get_logger()
 
@@ -135,7 +136,7 @@ class OutboxRelay:
                         await backoff.wait(stop)
                         continue
                     await self._prune_published()
-                    await _wait_any(stop, self._wakeup, self._poll_interval_s)
+                    await wait_any(stop, self._wakeup, self._poll_interval_s)
             finally:
                 with contextlib.suppress(*TRANSIENT_DB_ERRORS):
                     await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
@@ -144,7 +145,7 @@ class OutboxRelay:
     async def _wait_for_leadership(self, listener: asyncpg.Connection, stop: asyncio.Event) -> None:
         while not await listener.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key()):
             log.info("outbox_relay_standby", schema=self._schema)
-            await _wait_any(stop, self._wakeup, self._poll_interval_s)
+            await wait_any(stop, self._wakeup, self._poll_interval_s)
             if stop.is_set():
                 return
 
@@ -170,12 +171,3 @@ class OutboxRelay:
         """Close the relay's channel."""
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
-
-
-async def _wait_any(stop: asyncio.Event, wakeup: asyncio.Event, timeout: float) -> None:
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wakeup.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()

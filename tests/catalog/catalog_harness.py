@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +19,7 @@ from shared.events import Event, new_event
 from shared.events.types import FileMinted, InstanceCreated, InstanceDeleted
 from shared.runner import ServiceRunner
 from shared.settings import Settings
+from tests.infra import free_port_block
 
 NIGHT_1 = 2459122.30000
 NIGHT_2 = 2459122.80000
@@ -28,22 +28,6 @@ TABLES = {
     "files": "name", "instances": "site, store, path", "instance_tombstones": "site, store, path",
     "observations": "observation_id", "sessions": "session_id",
 }
-
-
-def free_port_block(size: int = 5) -> int:
-    """The first port of `size` free consecutive ports."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + size < 65000 and all(_port_free(base + i) for i in range(size)):
-            return base
-    raise RuntimeError("no block of free ports")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 def catalog_settings(settings: Settings, **options: Any) -> Settings:

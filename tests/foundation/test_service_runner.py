@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 
 import aiohttp
@@ -16,23 +15,9 @@ import pytest
 from shared.bus import publish_event
 from tests.conftest import wait_for
 from tests.foundation.support import minted
+from tests.infra import free_port_block
 
 pytestmark = pytest.mark.usefixtures("drop_schemas")
-
-
-def _free_port_block(size: int = 5) -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + size < 65000 and all(_port_free(base + i) for i in range(size)):
-            return base
-    raise RuntimeError("no block of free ports")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 async def _get(url: str) -> tuple[int, str]:
@@ -44,7 +29,7 @@ async def _get(url: str) -> tuple[int, str]:
 
 
 async def test_monitor_service_lifecycle_and_replay(settings, amqp) -> None:
-    base = _free_port_block()
+    base = free_port_block()
     env = {
         **os.environ, "OBSFLOW_SITE": settings.site, "OBSFLOW_DATABASE_URL": settings.database_url,
         "OBSFLOW_AMQP_URL": settings.amqp_url, "OBSFLOW_BUS__PREFIX": settings.bus.prefix,

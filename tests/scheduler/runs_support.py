@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from shared.bus.topology import Topology
 from shared.runner import ServiceRunner
 from shared.settings import Settings
 from tests.conftest import wait_for
+from tests.infra import free_port_block
 
 FIRST_JD = 2459122.30000
 STEP_JD = 0.00018
@@ -103,22 +103,6 @@ def workflow_config(
         args = ["done"]
         """
     )
-
-
-def free_port_block(size: int = 5) -> int:
-    """A base port with `size` free ports after it."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + size < 65000 and all(_port_free(base + i) for i in range(size)):
-            return base
-    raise RuntimeError("no block of free ports")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 def scheduler_settings(settings: Settings, data_dir: Path, **scheduler: Any) -> Settings:

@@ -27,6 +27,7 @@ from shared.bus.outbox import append_events
 from shared.db.pool import TRANSIENT_DB_ERRORS
 from shared.errors import ObsflowError
 from shared.events import Payload
+from shared.waiting import wait_any
 
 log = structlog.get_logger()
 
@@ -55,7 +56,7 @@ class Dispatcher:
         async with self.pool.acquire() as lock_conn:
             while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key()):
                 log.info("dispatcher_standby", schema=self.schema)
-                if await _wait(stop, self.wakeup, 2.0):
+                if await wait_any(stop, self.wakeup, 2.0):
                     return
             try:
                 lost = await repository.abandon_submitting(self.pool)
@@ -75,7 +76,7 @@ class Dispatcher:
                 await self.tick()
             except _PASSING as e:
                 log.warning("dispatch_retry", error=repr(e))
-            await _wait(stop, self.wakeup, self.options.poll_interval_s)
+            await wait_any(stop, self.wakeup, self.options.poll_interval_s)
 
     async def tick(self) -> None:
         """One pass: poll in-flight attempts, finish ended runs, record provenance, submit ready jobs."""
@@ -171,14 +172,3 @@ class Dispatcher:
     def _lock_key(self) -> int:
         digest = hashlib.blake2b(f"dispatch:{self.schema}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big", signed=True)
-
-
-async def _wait(stop: asyncio.Event, wakeup: asyncio.Event, timeout: float) -> bool:
-    """Wait for `stop`, `wakeup` or the timeout; True if `stop` is set."""
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wakeup.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-    return stop.is_set()
