@@ -3,10 +3,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: up test venv services lint typecheck bench bench-events bench-ingest bench-plan clean
+.PHONY: up test venv services lint typecheck bench bench-events bench-ingest bench-plan bench-copy clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
+	bash scripts/ensure-python.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -U pip
 	$(VENV)/bin/pip install -q -e '.[test]'
@@ -27,10 +28,19 @@ typecheck: venv
 test: venv services lint
 	$(VENV)/bin/pytest
 
-bench: bench-events
+bench: bench-events bench-ingest bench-plan
 
 bench-events: venv services
-	$(PY) tests/benchmarks/events.py $(ARGS)
+	$(PY) -m tests.benchmarks.events $(ARGS)
+
+bench-ingest: venv services
+	$(PY) -m tests.benchmarks.ingest $(ARGS)
+
+bench-plan: venv
+	$(PY) -m tests.benchmarks.plan $(ARGS)
+
+bench-copy: venv
+	$(PY) -m tests.benchmarks.disk_copy $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

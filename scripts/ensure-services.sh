@@ -23,7 +23,7 @@ wait_until() {  # wait_until SECONDS COMMAND...
 }
 
 ensure_postgres() {
-  if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then return; fi
+  if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then ensure_databases; return; fi
   local fresh=""
   if ! command -v pg_ctlcluster >/dev/null; then apt_install postgresql; fresh=1; fi
   local version; version=$(ls /etc/postgresql | sort -V | tail -n 1)
@@ -34,11 +34,16 @@ ensure_postgres() {
   fi
   log "starting PostgreSQL $version"
   pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  # apt may have started it already, before the pg_hba.conf edit: make it read the file again.
+  pg_ctlcluster --skip-systemctl-redirect "$version" main reload || true
   wait_until 60 pg_isready -h 127.0.0.1 -p 5432 -q || die "PostgreSQL did not come up on 127.0.0.1:5432"
-  for db in test; do
-    psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$db'" | grep -q 1 \
-      || psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db"
-  done
+  ensure_databases
+}
+
+ensure_databases() {  # the tests use the database `test`
+  psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='test'" | grep -q 1 \
+    || psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE test" \
+    || die "cannot create the database 'test' as user postgres on 127.0.0.1 (trust authentication expected)"
 }
 
 ensure_rabbitmq() {
@@ -59,6 +64,10 @@ ensure_rabbitmq() {
   done
 }
 
+if [ -n "${OBSFLOW_TEST_DATABASE_URL:-}" ] && [ -n "${OBSFLOW_TEST_AMQP_URL:-}" ]; then
+  log "using the servers OBSFLOW_TEST_DATABASE_URL and OBSFLOW_TEST_AMQP_URL name; nothing to start here"
+  exit 0
+fi
 ensure_postgres
 ensure_rabbitmq
 log "PostgreSQL and RabbitMQ are up on 127.0.0.1"

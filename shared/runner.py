@@ -18,6 +18,7 @@ from shared.auth.secrets import site_secret
 from shared.bus.outbox import OutboxRelay
 from shared.bus.topology import Topology
 from shared.db import apply_migrations, create_pool
+from shared.db.pool import TRANSIENT_DB_ERRORS
 from shared.errors import BrokerUnavailable, ConfigurationError
 from shared.http.auth import AUTH_SECRET, auth_middleware
 from shared.http.errors import error_middleware
@@ -85,12 +86,26 @@ class ServiceRunner:
         self._spawn(self.relay.run(self.stop_event), "outbox-relay")
         for sc in self.parts.stream_consumers:
             self._spawn(sc.run(self.stop_event), f"stream-{sc.name}")
+        self._spawn(self._forget_old_handled_ids(ctx), "handled-ids-pruning")
         for bg in self.parts.background:
             self._spawn(bg(self.stop_event), getattr(bg, "__name__", "background"))
         if self._http:
             await self._start_http(ctx)
         log.info("service_started", schema=ctx.schema, port=s.http_port(name) if self._http else None)
         return ctx
+
+    async def _forget_old_handled_ids(self, ctx: ServiceContext) -> None:
+        """Drop handled-event ids older than the retention (the log no longer holds those events) every hour."""
+        while not self.stop_event.is_set():
+            try:
+                await ctx.pool.execute(
+                    "DELETE FROM handled_events WHERE handled_at < now() - make_interval(secs => $1)",
+                    self.settings.bus.handled_retention_s,
+                )
+            except TRANSIENT_DB_ERRORS as e:
+                log.warning("handled_ids_pruning_failed", error=repr(e))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), 3600)
 
     def _spawn(self, coro: Awaitable[None], name: str) -> None:
         task = asyncio.ensure_future(coro)

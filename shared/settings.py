@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.errors import ConfigurationError
 
@@ -35,12 +37,38 @@ class BusSettings(BaseModel):
     stream_segment_bytes: int = 100 * 1024**2
     delivery_limit: int = 5
     prefetch: int = 500
+    handled_retention_s: float = 35 * 86400.0  # ids of handled events kept for dedup: longer than the stream
+
+
+# The values of the config file being loaded (set by load_settings for the duration of one build).
+_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("obsflow_config_file_values", default=None)
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """The TOML file's values, below the environment in priority."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ returns the whole table at once
+
+    def __call__(self) -> dict[str, Any]:
+        return _FILE_VALUES.get() or {}
 
 
 class Settings(BaseSettings):
     """Everything a site's services need; one instance per process, built at start-up."""
 
     model_config = SettingsConfigDict(env_prefix="OBSFLOW_", env_nested_delimiter="__", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _ConfigFileSource(settings_cls))
 
     site: str = "local"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -88,7 +116,7 @@ class Settings(BaseSettings):
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Build settings: TOML file values, then OBSFLOW_* environment variables, then explicit overrides."""
+    """Build settings: explicit overrides, then OBSFLOW_* environment variables, then the TOML file (deep-merged)."""
     path = config_file or os.environ.get("OBSFLOW_CONFIG_FILE")
     file_values: dict[str, Any] = {}
     if path:
@@ -96,10 +124,11 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             file_values = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ConfigurationError(f"cannot read config file {path}: {e}") from e
+    token = _FILE_VALUES.set(file_values)
     try:
-        from_env = Settings()
-        merged = {**file_values, **from_env.model_dump(exclude_unset=True), **overrides}
-        return Settings.model_validate(merged)
+        return Settings(**overrides)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
         raise ConfigurationError(f"invalid obsflow settings ({problems}); check OBSFLOW_* and {path}") from e
+    finally:
+        _FILE_VALUES.reset(token)

@@ -9,6 +9,9 @@ import socket
 import subprocess
 from dataclasses import dataclass
 
+LOCAL_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
+LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+
 
 @dataclass(frozen=True)
 class Backends:
@@ -45,7 +48,7 @@ def backends() -> Backends:
             pg.get_connection_url(driver=None),
             f"amqp://guest:guest@{params.host}:{params.port}/",
         )
-    return Backends("postgresql://postgres@127.0.0.1:5432/test", "amqp://guest:guest@127.0.0.1:5672/")
+    return Backends(LOCAL_DATABASE, LOCAL_AMQP)
 
 
 def free_port_block(size: int = 5) -> int:

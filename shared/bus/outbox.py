@@ -17,7 +17,7 @@ from shared.bus.backoff import Backoff
 from shared.bus.messages import event_message
 from shared.bus.topology import Topology
 from shared.db.pool import TRANSIENT_DB_ERRORS
-from shared.errors import BrokerUnavailable, TransientError
+from shared.errors import BrokerUnavailable, DatabaseUnavailable, TransientError
 from shared.events import Event, encode_event
 from shared.metrics import BusMetrics
 from shared.waiting import wait_any
@@ -97,7 +97,6 @@ class OutboxRelay:
             self._batch_size,
         )
         if not rows:
-            self._metrics.outbox_pending.set(0)
             return 0
         exchange = await self._ensure_exchange()
         # Many confirms in flight at once: frames leave in call order, so the broker keeps commit order.
@@ -122,32 +121,42 @@ class OutboxRelay:
     async def run(self, stop: asyncio.Event) -> None:
         """Lead the relay for this schema until `stop` is set: publish on every commit and on a slow poll."""
         backoff = Backoff()
+        while not stop.is_set():
+            try:
+                await self._lead(stop, backoff)
+            except _RETRYABLE as e:
+                log.warning("outbox_relay_retry", error=repr(e), delay_s=backoff.peek())
+                await backoff.wait(stop)
+
+    async def _lead(self, stop: asyncio.Event, backoff: Backoff) -> None:
         async with self._pool.acquire() as listener:
-            await self._wait_for_leadership(listener, stop)
+            if not await self._wait_for_leadership(listener, stop):
+                return
             await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
             try:
                 while not stop.is_set():
+                    if listener.is_closed():  # the session held the leadership lock: it is gone with it
+                        raise DatabaseUnavailable("the relay lost its database session and its leadership")
                     self._wakeup.clear()
-                    try:
-                        await self.publish_pending()
-                        backoff.reset()
-                    except _RETRYABLE as e:
-                        log.warning("outbox_relay_retry", error=repr(e), delay_s=backoff.peek())
-                        await backoff.wait(stop)
-                        continue
+                    await self.publish_pending()
                     await self._prune_published()
+                    self._metrics.outbox_pending.set(
+                        await self._pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                    )
+                    backoff.reset()
                     await wait_any(stop, self._wakeup, self._poll_interval_s)
             finally:
                 with contextlib.suppress(*TRANSIENT_DB_ERRORS):
                     await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
                     await listener.execute("SELECT pg_advisory_unlock($1)", self._lock_key())
 
-    async def _wait_for_leadership(self, listener: asyncpg.Connection, stop: asyncio.Event) -> None:
+    async def _wait_for_leadership(self, listener: asyncpg.Connection, stop: asyncio.Event) -> bool:
+        """Take the schema's relay lock, waiting as standby while another process holds it; False if stopped."""
         while not await listener.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key()):
             log.info("outbox_relay_standby", schema=self._schema)
-            await wait_any(stop, self._wakeup, self._poll_interval_s)
-            if stop.is_set():
-                return
+            if await wait_any(stop, self._wakeup, self._poll_interval_s):
+                return False
+        return True
 
     async def _prune_published(self) -> None:
         """Forget published rows after the retention period (the log stream keeps the events)."""

@@ -225,8 +225,9 @@ class StreamConsumer:
             with contextlib.suppress(*_CONNECTION_ERRORS):
                 await batch[-1].ack(multiple=True)
             for e in entries:
-                if e.marker and e.marker in self._markers:
-                    self._markers[e.marker].set_result(None)
+                waiter = self._markers.get(e.marker) if e.marker else None
+                if waiter is not None and not waiter.done():  # a drain that timed out has given up on it
+                    waiter.set_result(None)
 
     def _decode(self, message: AbstractIncomingMessage) -> _Entry:
         offset = stream_offset(message)

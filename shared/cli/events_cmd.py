@@ -10,6 +10,7 @@ import re
 from datetime import UTC, datetime
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 
 from shared.bus.messages import marker_of
@@ -89,13 +90,21 @@ async def _tail(args: argparse.Namespace) -> int:
     async with connection:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=200)
-        if start is None:
-            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-            await queue.bind(topology.events_exchange, routing_key=args.pattern)
-            await queue.consume(on_message)
-        else:
-            stream = await channel.get_queue(topology.log_stream, ensure=False)
-            await stream.consume(on_message, arguments={"x-stream-offset": start})
+        try:
+            if start is None:
+                queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+                await queue.bind(topology.events_exchange, routing_key=args.pattern)
+                await queue.consume(on_message)
+            else:
+                stream = await channel.get_queue(topology.log_stream, ensure=False)
+                await stream.consume(on_message, arguments={"x-stream-offset": start})
+        except aiormq.exceptions.ChannelNotFoundEntity as e:
+            raise ConfigurationError(
+                f"this site's bus ({topology.events_exchange}, {topology.log_stream}) does not exist yet; start the "
+                "services once (make up) or check OBSFLOW_BUS__PREFIX"
+            ) from e
+        except aio_pika.exceptions.AMQPError as e:
+            raise BrokerUnavailable(f"RabbitMQ refused the subscription: {e}") from e
         with contextlib.suppress(asyncio.CancelledError):
             await done.wait()
     return 0

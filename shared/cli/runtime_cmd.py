@@ -16,6 +16,7 @@ from shared.runner import ServiceRunner, load_spec
 from shared.settings import SERVICES, load_settings
 
 log = structlog.get_logger()
+HEALTHY_RUN_S = 300.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,7 +75,9 @@ async def _up(args: argparse.Namespace) -> int:
 async def _supervise(name: str, config: list[str], stop: asyncio.Event, grace_s: float) -> None:
     """Run `obsflow service NAME` in a child process; restart it with backoff whenever it dies."""
     backoff = Backoff(base_s=0.5, cap_s=30.0)
+    loop = asyncio.get_running_loop()
     while not stop.is_set():
+        started_at = loop.time()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shared.cli.main", *config, "service", name, env=os.environ.copy(),
         )
@@ -91,5 +94,7 @@ async def _supervise(name: str, config: list[str], stop: asyncio.Event, grace_s:
                     await exited
             return
         stopping.cancel()
+        if loop.time() - started_at > HEALTHY_RUN_S:
+            backoff.reset()  # a crash after a long healthy run restarts at once, not after earlier crashes' delay
         log.warning("service_exited", name=name, returncode=proc.returncode, restart_in_s=backoff.peek())
         await backoff.wait(stop)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 from collections.abc import Iterator
 
 import asyncpg
@@ -18,10 +19,12 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
+    asyncpg.OperatorInterventionError,  # admin or crash shutdown: the server is restarting
     asyncpg.InterfaceError,
     ConnectionError,
-    OSError,
-)
+    TimeoutError,
+    socket.gaierror,
+)  # not OSError at large: a handler's FileNotFoundError must be set aside, not retried forever
 
 
 def quote_schema(schema: str) -> str:

@@ -23,9 +23,10 @@ from shared.db import apply_migrations, create_pool
 from shared.events import encode_event
 from shared.metrics import BusMetrics
 from tests.foundation.support import PROJECTION_DDL, minted, project_minted_batched
+from tests.infra import backends
 
-DSN = "postgresql://postgres@127.0.0.1:5432/test"
-AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+DSN = backends().database_url
+AMQP = backends().amqp_url
 
 
 async def end_to_end(n: int, prefix: str, pool: asyncpg.Pool, schema: str) -> tuple[float, StreamConsumer]:
@@ -112,6 +113,7 @@ async def main(n: int) -> dict[str, float | int]:
         started = time.perf_counter()
         replayed = await consumer.rebuild(["TRUNCATE minted"])
         replay_s = time.perf_counter() - started
+        replay_rows, replay_applied = await pool.fetchrow("SELECT count(*), coalesce(sum(applied), 0) FROM minted")
     finally:
         amqp = await aio_pika.connect(AMQP)
         async with amqp, amqp.channel() as channel:
@@ -126,6 +128,8 @@ async def main(n: int) -> dict[str, float | int]:
         "replay_events_per_s": round(replayed / replay_s),
         "lost": n - rows,
         "duplicated": applied - rows,
+        "replay_lost": n - replay_rows,
+        "replay_duplicated": replay_applied - replay_rows,
     }
 
 

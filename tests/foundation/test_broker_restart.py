@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 
@@ -11,11 +12,14 @@ import pytest
 from shared.bus import OutboxRelay, StreamConsumer, append_events
 from tests.conftest import wait_for
 from tests.foundation.support import PROJECTION_DDL, minted, project_minted, snapshot
+from tests.infra import LOCAL_AMQP, backends
 
 pytestmark = pytest.mark.usefixtures("drop_schemas")
 
 
 def _rabbitmqctl(*args: str) -> None:
+    if os.environ.get("OBSFLOW_TEST_AMQP_URL") or backends().amqp_url != LOCAL_AMQP:
+        pytest.fail("this test restarts the local RabbitMQ; it cannot restart a broker it was not given to run")
     ctl = shutil.which("rabbitmqctl")
     if ctl is None:
         pytest.fail("rabbitmqctl is not on PATH: this test restarts the local broker (run `make services`)")
@@ -34,17 +38,22 @@ async def test_broker_restart_loses_and_duplicates_nothing(pool, settings, topol
     tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(consumer.run(stop))]
     events = [minted(i) for i in range(3000)]
 
+    broker_back = asyncio.Event()
+
     async def produce() -> None:
         for start in range(0, len(events), 50):
             async with pool.acquire() as conn, conn.transaction():
                 await append_events(conn, events[start : start + 50])
-            await asyncio.sleep(0.01)  # a steady producer, spread over the restart
+            if start == 1500:  # half the events are committed while the broker is down
+                await broker_back.wait()
 
     producer = asyncio.create_task(produce())
     await wait_for(lambda: relay.published > 500, timeout_s=30)
     await asyncio.to_thread(_rabbitmqctl, "stop_app")
+    assert relay.published < len(events)  # the restart lands in the middle of the flow
     await asyncio.to_thread(_rabbitmqctl, "start_app")
     await asyncio.to_thread(_rabbitmqctl, "await_startup")
+    broker_back.set()
     await producer
     await wait_for(lambda: _all_published(pool), timeout_s=60)
     await consumer.drain(timeout_s=60)

@@ -89,3 +89,16 @@ async def test_events_tail_refuses_a_bad_start_with_a_clear_message(bad: str) ->
     assert proc.returncode == 2
     assert f"--from {bad!r} is not 'first', 'last', an ISO time or an interval like 2h" in err.decode()
     assert "Traceback" not in err.decode()
+
+
+async def test_events_tail_on_a_site_whose_bus_does_not_exist_says_what_to_do(unique: str) -> None:
+    env = {**os.environ, "OBSFLOW_BUS__PREFIX": unique}
+    for extra in ([], ["--from", "first"]):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shared.cli.main", "events", "tail", "#", *extra, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 2
+        assert f"this site's bus ({unique}.events, {unique}.log) does not exist yet" in err.decode()
+        assert "Traceback" not in err.decode()
