@@ -15,7 +15,10 @@ from shared.service import ServiceContext, ServiceParts, ServiceSpec
 async def build(ctx: ServiceContext) -> ServiceParts:
     """A stream consumer that creates runs, the dispatcher that runs them, and the HTTP API."""
     options = SchedulerOptions.from_settings(ctx.settings)
-    dispatcher = Dispatcher(ctx.pool, ctx.schema, options, lambda payload: ctx.event(payload))
+    dispatcher = Dispatcher(  # builds every backend now: a bad backend option stops the start-up, named
+        ctx.pool, ctx.schema, options, lambda payload: ctx.event(payload),
+        shutdown_grace_s=ctx.settings.shutdown_grace_s,
+    )
 
     async def dispatch(stop: asyncio.Event) -> None:
         await dispatcher.run(stop)
@@ -24,6 +27,9 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         stream_consumers=[ctx.stream_consumer(RunTriggers(options).handlers())],
         routes=scheduler_routes(ctx, options, dispatcher),
         background=[dispatch],
+        # Runs are not a projection of the log: replay empties nothing and, thanks to the unique
+        # (workflow, trigger event) pair and the registration-time check, starts nothing new.
+        reset_projection=(),
     )
 
 

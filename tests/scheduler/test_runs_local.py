@@ -94,16 +94,16 @@ async def test_session_closed_starts_the_registered_workflow_once(settings, tmp_
     files = input_files(tmp_path / "data", 2)
     config = workflow_config(scripts, extra_options=f'obsflow_input_dir = "{tmp_path / "data"}"')
     s = scheduler_settings(settings, tmp_path / "var")
-    closed = new_event(
-        SessionClosed(
-            session_id="night-1", start_jd=2459122.3, end_jd=2459122.31, file_names=[Path(f).name for f in files]
-        ),
-        site=s.site, producer="catalog",
-    )
     async with running_scheduler(s) as runner:
         pool = runner.ctx.pool
         async with pool.acquire() as conn:
             await register_workflow(conn, "nightly", config, "x", "session.closed", None, "local")
+        closed = new_event(  # after the registration: older events start nothing for this workflow
+            SessionClosed(
+                session_id="night-1", start_jd=2459122.3, end_jd=2459122.31, file_names=[Path(f).name for f in files]
+            ),
+            site=s.site, producer="catalog",
+        )
         channel = await amqp.channel()
         exchange = await channel.get_exchange(f"{s.bus.prefix}.events")
         await publish_event(exchange, closed)

@@ -2,7 +2,9 @@
 
 One dispatcher leads per schema (a session advisory lock), so two replicas never submit the same job.
 On start it marks half-submitted attempts LOST and asks every backend about every in-flight id BEFORE it
-submits anything new (re-attachment: the local backend counts those jobs against its budget).
+submits anything new (re-attachment: the local backend counts those jobs against its budget). On stop it
+lets submissions under way finish (up to the shutdown grace) before cancelling them: a submission cut off
+after the batch system accepted the job is the one way a job runs twice.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from services.scheduler.runs.domain import JobStatus as RunJobStatus
 from services.scheduler.runs.events import job_done, job_failed
 from services.scheduler.runs.finishing import RunFinisher
 from services.scheduler.runs.options import SchedulerOptions
+from services.scheduler.runs.outputs import read_declared_outputs
 from services.scheduler.runs.repository import InFlight
-from services.scheduler.runs.submission import BackendPool, MakeEvent, submit_attempt
+from services.scheduler.runs.submission import BackendPool, MakeEvent, record_submission_error, submit_attempt
 from shared.bus.outbox import append_events
 from shared.db.pool import TRANSIENT_DB_ERRORS
 from shared.errors import ObsflowError
@@ -38,12 +41,16 @@ _PASSING: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, OSError)
 class Dispatcher:
     """Drives every open run forward; `run(stop)` is the scheduler's background task."""
 
-    def __init__(self, pool: asyncpg.Pool, schema: str, options: SchedulerOptions, make_event: MakeEvent) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, schema: str, options: SchedulerOptions, make_event: MakeEvent, *,
+        shutdown_grace_s: float = 20.0, backends: BackendPool | None = None,
+    ) -> None:
         self.pool = pool
         self.schema = schema
         self.options = options
         self.make_event = make_event
-        self.backends = BackendPool(options)
+        self.shutdown_grace_s = shutdown_grace_s
+        self.backends = backends if backends is not None else BackendPool(options)  # checks backend_options
         self.finisher = RunFinisher(pool, options, make_event)
         self._submitting: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._polled = False  # every backend with in-flight ids has been asked about them at least once
@@ -109,9 +116,17 @@ class Dispatcher:
             self.submissions += 1
         except _PASSING as e:
             log.warning("job_submission_deferred", run_id=run_id, job=key, error=repr(e))
+        except Exception as e:  # a bug or a bad option: the attempt must end, not stay 'submitting'
+            await self._record_crash(run_id, key, attempt, e)
         finally:
             self._submitting.pop((run_id, key), None)
             self.wakeup.set()
+
+    async def _record_crash(self, run_id: str, key: str, attempt: int, error: Exception) -> None:
+        try:
+            await record_submission_error(self.pool, self.make_event, run_id, key, attempt, error)
+        except _PASSING as e:
+            log.warning("job_submission_error_not_recorded", run_id=run_id, job=key, error=repr(e))
 
     async def poll_in_flight(self) -> None:
         """Ask each backend, in one status() call, about its in-flight attempts; record the ones that ended."""
@@ -125,6 +140,11 @@ class Dispatcher:
             except (BackendError, ObsflowError) as e:
                 # Transient (controller down) or not (an id it cannot read): submit nothing there until it answers.
                 log.error("backend_status_failed", backend=name, error=str(e), error_class=e.__class__.__name__)
+                self._unattached.add(name)
+                continue
+            except Exception as e:  # a bug in one backend must not stop the others (or the service)
+                log.error("backend_status_crashed", backend=name, error=str(e), error_class=e.__class__.__name__,
+                          exc_info=e)
                 self._unattached.add(name)
                 continue
             self._unattached.discard(name)
@@ -146,6 +166,9 @@ class Dispatcher:
 
     async def _record_final(self, a: InFlight, status: JobStatus) -> None:
         state = status.state.value
+        outputs: list[str] = []
+        if status.state == JobState.SUCCEEDED:
+            outputs = await asyncio.to_thread(read_declared_outputs, a.log_path)
         async with self.pool.acquire() as conn, conn.transaction():
             ended = await repository.end_attempt(
                 conn, a.run_id, a.job_key, a.attempt, state, status.exit_code, status.host, status.detail
@@ -155,7 +178,7 @@ class Dispatcher:
             job = await repository.job_row(conn, a.run_id, a.job_key)
             payload: Payload
             if status.state == JobState.SUCCEEDED:
-                payload = job_done(job, ended["submitted_at"], ended["ended_at"], a.log_path)
+                payload = job_done(job, ended["submitted_at"], ended["ended_at"], a.log_path, outputs)
             else:
                 facts = (await repository.run_facts(conn, a.run_id))[a.job_key]
                 reason = status.detail or state
@@ -164,10 +187,19 @@ class Dispatcher:
         log.info("job_ended", run_id=a.run_id, job=a.job_key, attempt=a.attempt, state=state, host=status.host)
 
     async def _stop_submissions(self) -> None:
+        """Let submissions under way finish within the shutdown grace; cancel (and mark lost) the rest."""
         tasks = list(self._submitting.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            if tasks:
+                log.info("dispatcher_finishing_submissions", submissions=len(tasks), grace_s=self.shutdown_grace_s)
+                await asyncio.wait(tasks, timeout=self.shutdown_grace_s)
+        finally:
+            late = [task for task in tasks if not task.done()]
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("submissions_cancelled_at_stop", submissions=len(late))
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _lock_key(self) -> int:
         digest = hashlib.blake2b(f"dispatch:{self.schema}".encode(), digest_size=8).digest()

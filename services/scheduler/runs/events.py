@@ -25,13 +25,14 @@ def job_started(job: Mapping[str, Any], attempt: int, external_id: str) -> JobSt
 
 
 def job_done(
-    job: Mapping[str, Any], submitted_at: datetime | None, ended_at: datetime, log_path: str | None
+    job: Mapping[str, Any], submitted_at: datetime | None, ended_at: datetime, log_path: str | None,
+    outputs: list[str] | None = None,
 ) -> JobDone:
-    """job.done for an attempt that succeeded."""
+    """job.done for an attempt that succeeded, with the outputs it declared."""
     duration = (ended_at - submitted_at).total_seconds() if submitted_at else 0.0
     return JobDone(
         run_id=job["run_id"], job_id=job["job_key"], action=job["action"], files=_files(job), exit_status=0,
-        duration_s=max(0.0, duration), log_path=log_path,
+        duration_s=max(0.0, duration), log_path=log_path, outputs=list(outputs or []),
     )
 
 

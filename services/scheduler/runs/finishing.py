@@ -2,7 +2,8 @@
 workflow.finished (with finished_at) in one transaction.
 
 Cleanup runs before the transaction that finishes the run: removing files is idempotent, so a crash in
-between only means doing it again after the restart.
+between only means doing it again after the restart. That transaction locks the run's row and derives the
+outcome again from the jobs: a retry request committed meanwhile (it takes the same lock) keeps the run open.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import structlog
 
 from services.scheduler.runs import provenance, repository
 from services.scheduler.runs.cleanup import remove_temporary_products
-from services.scheduler.runs.domain import RunOutcome
+from services.scheduler.runs.domain import RunOutcome, job_statuses, run_outcome
 from services.scheduler.runs.events import workflow_finished
 from services.scheduler.runs.options import SchedulerOptions, workflow_extras
 from services.scheduler.runs.submission import MakeEvent, workflow_options
@@ -72,6 +73,11 @@ class RunFinisher:
                 remove_temporary_products, run["workdir"], patterns, self.options.store_roots
             )
         async with self.pool.acquire() as conn, conn.transaction():
+            if not await repository.lock_open_run(conn, run_id):
+                return  # another pass finished it
+            if run_outcome(job_statuses(await repository.run_facts(conn, run_id))) != outcome:
+                log.info("run_finish_deferred", run_id=run_id, reason="its jobs changed (a retry request)")
+                return  # the next pass decides again (and cleans up again if it now succeeded)
             finished = await repository.finish_run(conn, run_id)
             if finished is None:
                 return

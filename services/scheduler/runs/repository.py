@@ -147,6 +147,21 @@ async def mark_submitted(conn: asyncpg.Connection, run_id: str, key: str, attemp
     )
 
 
+async def fail_submitting(
+    conn: asyncpg.Connection, run_id: str, key: str, attempt: int, backend: str, log_path: str, detail: str
+) -> bool:
+    """Record attempt `attempt` failed while being submitted (inserted if it had no row yet); False if it had
+    already got further than 'submitting' (the backend has it) or ended."""
+    failed = await conn.fetchval(
+        "INSERT INTO attempts AS a (run_id, job_key, attempt, backend, state, log_path, detail, ended_at)"
+        " VALUES ($1,$2,$3,$4,'failed',$5,$6,now())"
+        " ON CONFLICT (run_id, job_key, attempt) DO UPDATE SET state = 'failed', detail = EXCLUDED.detail,"
+        " ended_at = now() WHERE a.state = $7 RETURNING attempt",
+        run_id, key, attempt, backend, log_path, detail, SUBMITTING,
+    )
+    return failed is not None
+
+
 async def end_attempt(
     conn: asyncpg.Connection, run_id: str, key: str, attempt: int, state: str,
     exit_code: int | None = None, host: str | None = None, detail: str | None = None,
@@ -186,6 +201,14 @@ async def abandon_submitting(conn: asyncpg.Connection | asyncpg.Pool) -> list[as
         "UPDATE attempts SET state = 'lost', ended_at = now(), detail = 'the scheduler stopped while submitting"
         " this attempt; it is submitted again' WHERE state = 'submitting' RETURNING run_id, job_key, attempt, log_path"
     )
+
+
+async def lock_open_run(conn: asyncpg.Connection, run_id: str) -> bool:
+    """Lock the run's row until the transaction ends (a retry request waits); False if it has finished."""
+    locked = await conn.fetchval(
+        "SELECT run_id FROM runs WHERE run_id = $1 AND finished_at IS NULL FOR UPDATE", run_id
+    )
+    return locked is not None
 
 
 async def finish_run(conn: asyncpg.Connection, run_id: str) -> asyncpg.Record | None:

@@ -4,6 +4,8 @@ The order is what keeps a crash harmless: the attempt row ('submitting') commits
 the job, and no transaction is held across `submit()` (the local backend waits there for room). A crash
 between the backend accepting the job and its id being stored leaves a 'submitting' row, which the next
 scheduler marks LOST and submits again: that window (milliseconds) is the only way a job can run twice.
+Storing the id after the backend accepted the job is therefore retried (with backoff) for as long as the
+scheduler runs: a database hiccup there must not turn into a 'submitting' row and a second run.
 """
 
 from __future__ import annotations
@@ -13,44 +15,79 @@ import functools
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import asyncpg
 import structlog
 
-from services.scheduler.backends import Backend, BackendError, JobSpec, JobSubmitError, make_backend
+from services.scheduler.backends import (
+    BACKEND_NAMES,
+    Backend,
+    BackendError,
+    JobSpec,
+    JobSubmitError,
+    make_backend,
+)
 from services.scheduler.runs import repository
 from services.scheduler.runs.domain import REFUSED
 from services.scheduler.runs.events import job_failed, job_started
 from services.scheduler.runs.options import SchedulerOptions
+from services.scheduler.runs.outputs import outputs_path_for
 from services.scheduler.workflow import WorkflowOptions, load_workflow
+from shared.bus.backoff import Backoff
 from shared.bus.outbox import append_events
+from shared.db.pool import TRANSIENT_DB_ERRORS
+from shared.errors import ConfigurationError
 from shared.events import Event, Payload
 
 log = structlog.get_logger()
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 MakeEvent = Callable[[Payload], Event]
+# Errors from storing what happened to an attempt that are worth trying again (the database restarting, a
+# statement cancelled, a lock timeout): the backend has the job, so giving up would lose its id.
+_STORE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError)
 
 
 class BackendPool:
-    """One backend instance per name, built on first use with its `[services.scheduler.backend_options]`."""
+    """Every backend, built once at start-up with its `[services.scheduler.backend_options]` (checked there)."""
 
-    def __init__(self, options: SchedulerOptions) -> None:
-        self._options = options
-        self._backends: dict[str, Backend] = {}
+    def __init__(self, options: SchedulerOptions, backends: Mapping[str, Backend] | None = None) -> None:
+        unknown = sorted(set(options.backend_options) - set(BACKEND_NAMES))
+        if unknown:
+            raise ConfigurationError(
+                f"[services.scheduler.backend_options] names unknown backend(s) {', '.join(unknown)}; "
+                f"use one of {', '.join(BACKEND_NAMES)}"
+            )
+        self._backends: dict[str, Backend] = dict(backends) if backends is not None else {}
+        for name in BACKEND_NAMES:
+            if name not in self._backends:
+                self._backends[name] = _build_backend(name, options.backend_options.get(name, {}))
 
     def get(self, name: str) -> Backend:
         """The backend called `name`."""
-        if name not in self._backends:
-            self._backends[name] = make_backend(name, **self._options.backend_options.get(name, {}))
-        return self._backends[name]
+        try:
+            return self._backends[name]
+        except KeyError:
+            raise ConfigurationError(
+                f"no scheduler backend {name!r}: use one of {', '.join(sorted(self._backends))}"
+            ) from None
 
     async def close(self) -> None:
         """Close every backend (their running jobs keep running)."""
         for backend in self._backends.values():
             await backend.close()
+
+
+def _build_backend(name: str, options: Mapping[str, object]) -> Backend:
+    try:
+        return make_backend(name, **options)
+    except (TypeError, ValueError) as e:
+        raise ConfigurationError(
+            f"[services.scheduler.backend_options.{name}] is not valid ({e}); fix or remove that option "
+            f"(given: {', '.join(sorted(options)) or 'none'})"
+        ) from e
 
 
 @functools.lru_cache(maxsize=64)
@@ -88,6 +125,7 @@ def job_spec(job: asyncpg.Record, attempt: int) -> JobSpec:
             "OBSFLOW_JOB_INPUTS": json.dumps(files),
             "OBSFLOW_ATTEMPT": str(attempt),
             "OBSFLOW_WORKFLOW": job["workflow_name"] or "",
+            "OBSFLOW_OUTPUTS_FILE": str(outputs_path_for(log_path_for(job["workdir"], job["job_key"], attempt))),
         },
     )
 
@@ -118,32 +156,87 @@ async def submit_attempt(
         await asyncio.to_thread(prepare_workdir, job["workdir"], json.loads(job["files"]))
         external_id = await backends.get(job["backend"]).submit(spec)
     except JobSubmitError as e:
-        await _record_unsubmitted(pool, make_event, job, attempt, REFUSED, str(e), spec)
+        await _record_unsubmitted(pool, make_event, job, attempt, REFUSED, str(e))
         return
     except (BackendError, OSError) as e:
-        await _record_unsubmitted(pool, make_event, job, attempt, "failed", f"could not submit: {e}", spec)
+        await _record_unsubmitted(pool, make_event, job, attempt, "failed", f"could not submit: {e}")
         return
     except asyncio.CancelledError:
         # Stopping: nothing was started (or we cannot know); the next scheduler retries this attempt.
         await asyncio.shield(_mark_lost(pool, run_id, key, attempt))
         raise
-    async with pool.acquire() as conn, conn.transaction():
-        await repository.mark_submitted(conn, run_id, key, attempt, external_id)
-        await append_events(conn, [make_event(job_started(job, attempt, external_id))])
+    await _store_submitted(pool, make_event, job, attempt, external_id)
     log.info("job_submitted", run_id=run_id, job=key, attempt=attempt, backend=job["backend"], external_id=external_id)
 
 
+async def record_submission_error(
+    pool: asyncpg.Pool, make_event: MakeEvent, run_id: str, key: str, attempt: int, error: BaseException
+) -> None:
+    """An unexpected error (a bug, a bad backend option) ends the attempt as failed, naming the error."""
+    reason = f"could not submit: {error.__class__.__name__}: {error}"
+    log.error("job_submission_crashed", run_id=run_id, job=key, attempt=attempt, error=reason, exc_info=error)
+
+    async def store() -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            job = await repository.job_row(conn, run_id, key)
+            log_path = str(log_path_for(job["workdir"], key, attempt))
+            if not await repository.fail_submitting(conn, run_id, key, attempt, job["backend"], log_path, reason):
+                return  # the attempt got further than 'submitting': it is the backend's now
+            facts = (await repository.run_facts(conn, run_id))[key]
+            event = job_failed(job, facts, attempt, "failed", reason, None, log_path)
+            await append_events(conn, [make_event(event)])
+
+    await retry_store(store, "submission_error", run_id=run_id, job=key, attempt=attempt)
+
+
+async def retry_store(store: Callable[[], Awaitable[None]], what: str, **context: object) -> None:
+    """Run the transaction `store` until it commits, with backoff; only cancellation (stopping) ends it."""
+    backoff = Backoff(base_s=0.2, cap_s=10.0)
+    while True:
+        try:
+            await store()
+            return
+        except _STORE_ERRORS as e:
+            log.error("attempt_store_retry", what=what, error=f"{e.__class__.__name__}: {e}",
+                      retry_in_s=round(backoff.peek(), 2), **context)
+            await backoff.wait()
+
+
+async def _store_submitted(
+    pool: asyncpg.Pool, make_event: MakeEvent, job: asyncpg.Record, attempt: int, external_id: str
+) -> None:
+    run_id, key = job["run_id"], job["job_key"]
+
+    async def store() -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await repository.mark_submitted(conn, run_id, key, attempt, external_id)
+            await append_events(conn, [make_event(job_started(job, attempt, external_id))])
+
+    try:
+        await retry_store(store, "external_id", run_id=run_id, job=key, attempt=attempt, external_id=external_id)
+    except asyncio.CancelledError:
+        # The backend has the job but its id is not stored: the next scheduler will submit it again.
+        log.error("external_id_not_stored", run_id=run_id, job=key, attempt=attempt, backend=job["backend"],
+                  external_id=external_id, hint="cancel this job in the batch system: it will be submitted again")
+        raise
+
+
 async def _record_unsubmitted(
-    pool: asyncpg.Pool, make_event: MakeEvent, job: asyncpg.Record, attempt: int, state: str, reason: str, spec: JobSpec
+    pool: asyncpg.Pool, make_event: MakeEvent, job: asyncpg.Record, attempt: int, state: str, reason: str
 ) -> None:
     log.warning("job_not_submitted", run_id=job["run_id"], job=job["job_key"], attempt=attempt, reason=reason)
-    async with pool.acquire() as conn, conn.transaction():
-        ended = await repository.end_attempt(conn, job["run_id"], job["job_key"], attempt, state, detail=reason)
-        if ended is None:
-            return
-        facts = (await repository.run_facts(conn, job["run_id"]))[job["job_key"]]
-        event = job_failed(job, facts, attempt, state, reason, None, str(spec.log_path))
-        await append_events(conn, [make_event(event)])
+    log_path = str(log_path_for(job["workdir"], job["job_key"], attempt))
+
+    async def store() -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            ended = await repository.end_attempt(conn, job["run_id"], job["job_key"], attempt, state, detail=reason)
+            if ended is None:
+                return
+            facts = (await repository.run_facts(conn, job["run_id"]))[job["job_key"]]
+            event = job_failed(job, facts, attempt, state, reason, None, log_path)
+            await append_events(conn, [make_event(event)])
+
+    await retry_store(store, "not_submitted", run_id=job["run_id"], job=job["job_key"], attempt=attempt)
 
 
 async def _mark_lost(pool: asyncpg.Pool, run_id: str, key: str, attempt: int) -> None:
@@ -151,4 +244,3 @@ async def _mark_lost(pool: asyncpg.Pool, run_id: str, key: str, attempt: int) ->
         await repository.end_attempt(
             conn, run_id, key, attempt, "lost", detail="the scheduler stopped while submitting; submitted again"
         )
-

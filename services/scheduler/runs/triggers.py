@@ -2,7 +2,9 @@
 `file.minted` starts the real-time workflows whose `match` the new file satisfies.
 
 A run is created in the handler's transaction (with the consumer's record of handled events); the unique
-(workflow, trigger event) pair makes a second delivery of the same event start nothing new.
+(workflow, trigger event) pair makes a second delivery of the same event start nothing new. An event older
+than a workflow's registration starts nothing for it: a replay of the log (or a consumer catching up days
+behind) must not run a new workflow over a month of old nights.
 """
 
 from __future__ import annotations
@@ -40,13 +42,14 @@ class RunTriggers:
         if not files:
             return
         for workflow in await repository.list_workflows(conn, "session.closed"):
-            await self._start(conn, workflow, files, event)
+            if _registered_before(workflow, event):
+                await self._start(conn, workflow, files, event)
 
     async def on_file_minted(self, conn: asyncpg.Connection, event: Event) -> None:
         """One run of each real-time workflow whose match the new file satisfies."""
         payload = event.payload.model_dump(mode="json")
         for workflow in await repository.list_workflows(conn, "file.minted"):
-            if matches(workflow["match"], payload):
+            if _registered_before(workflow, event) and matches(workflow["match"], payload):
                 await self._start(conn, workflow, [payload["name"]], event)
 
     async def _start(
@@ -67,3 +70,15 @@ class RunTriggers:
             )
         else:
             log.info("run_already_started", workflow=workflow["name"], trigger_event_id=str(event.event_id))
+
+
+def _registered_before(workflow: dict[str, Any], event: Event) -> bool:
+    """Whether the workflow was registered when the event happened (else the event is not its business)."""
+    if workflow["registered_at"] <= event.occurred_at:
+        return True
+    log.info(
+        "run_not_started_event_predates_workflow", workflow=workflow["name"], trigger=event.type,
+        event_id=str(event.event_id), occurred_at=event.occurred_at.isoformat(),
+        registered_at=workflow["registered_at"].isoformat(),
+    )
+    return False
