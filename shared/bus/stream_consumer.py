@@ -72,6 +72,7 @@ class StreamConsumer:
         metrics: BusMetrics,
         *,
         batch_size: int = 500,
+        linger_s: float = 0.02,
     ) -> None:
         self.name = name
         self._pool = pool
@@ -80,6 +81,7 @@ class StreamConsumer:
         self._handlers = dict(handlers)
         self._metrics = metrics
         self._batch_size = batch_size
+        self._linger_s = linger_s
         self._markers: dict[str, asyncio.Future[None]] = {}
         self._connection: AbstractConnection | None = None
         self._ready = asyncio.Event()
@@ -217,9 +219,7 @@ class StreamConsumer:
                 first = await asyncio.wait_for(inbox.get(), timeout=0.5)
             except TimeoutError:
                 continue
-            batch = [first]
-            while len(batch) < self._batch_size and not inbox.empty():
-                batch.append(inbox.get_nowait())
+            batch = await self._fill_batch(first, inbox)
             entries = [self._decode(m) for m in batch]
             await self._apply_with_retry(entries)
             with contextlib.suppress(*_CONNECTION_ERRORS):
@@ -228,6 +228,26 @@ class StreamConsumer:
                 waiter = self._markers.get(e.marker) if e.marker else None
                 if waiter is not None and not waiter.done():  # a drain that timed out has given up on it
                     waiter.set_result(None)
+
+    async def _fill_batch(
+        self, first: AbstractIncomingMessage, inbox: asyncio.Queue[AbstractIncomingMessage]
+    ) -> list[AbstractIncomingMessage]:
+        """Up to `batch_size` messages, waiting at most `linger_s` for more: fewer, fuller transactions."""
+        batch = [first]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._linger_s
+        while len(batch) < self._batch_size:
+            if not inbox.empty():
+                batch.append(inbox.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(inbox.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
 
     def _decode(self, message: AbstractIncomingMessage) -> _Entry:
         offset = stream_offset(message)
