@@ -1,0 +1,131 @@
+"""`obsflow upload PATH` and `obsflow simulate correlator`: putting files into a site from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+
+from shared.bus import publish_event
+from shared.client import ObsflowClient
+from shared.errors import ConfigurationError
+from shared.events import new_event
+from shared.events.types import ObservationAnnounced
+from shared.settings import load_settings
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+HERA_SECONDS_PER_DAY = 86400.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `upload` and `simulate correlator`."""
+    upload = sub.add_parser("upload", help="upload a file or directory to this site (verified, then minted)")
+    upload.add_argument("path", type=Path)
+    upload.add_argument("--name", help="the file's name at the site (default: the path's last component)")
+    upload.add_argument("--type", dest="file_type", help="file type, e.g. uvh5 (default: the name's extension)")
+    upload.add_argument("--md5", action="store_true", help="also compute and record an md5 checksum")
+    upload.add_argument("--local", action="store_true",
+                        help="the server reads PATH itself (shared filesystem; directories always do)")
+    upload.add_argument("--json", action="store_true", help="print the minted file as JSON")
+    upload.add_argument("--url", help="the ingest service's URL (default: from the settings)")
+    upload.add_argument("--token", help="API token (default: $OBSFLOW_TOKEN; `obsflow accounts token NAME`)")
+    upload.set_defaults(func=_upload)
+
+    simulate = sub.add_parser("simulate", help="simulate an instrument")
+    sim_sub = simulate.add_subparsers(dest="instrument", required=True, metavar="INSTRUMENT")
+    correlator = sim_sub.add_parser("correlator", help="write HERA-like files and announce each one")
+    correlator.add_argument("--dir", required=True, type=Path, help="where the correlator writes")
+    correlator.add_argument("--rate", required=True, type=float, help="files per second")
+    correlator.add_argument("--size", required=True, type=parse_size, help="bytes per file (e.g. 64MiB)")
+    correlator.add_argument("--count", type=int, help="stop after this many files (default: run until Ctrl-C)")
+    correlator.add_argument("--type", dest="file_type", default="uvh5")
+    correlator.set_defaults(func=_simulate)
+
+
+def parse_size(text: str) -> int:
+    """`1048576`, `64M`, `64MiB`, `1.5G` → bytes (binary units)."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 4096, 64MiB or 1G")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def _type_of(path: Path, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    suffix = path.suffix.lstrip(".")
+    if not suffix:
+        raise ConfigurationError(f"cannot tell the file type of {path.name}: pass --type (e.g. --type uvh5)")
+    return suffix
+
+
+async def _upload(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    url = args.url or f"http://{settings.http_host}:{settings.http_port('ingest')}"
+    token = args.token or os.environ.get("OBSFLOW_TOKEN")
+    path: Path = args.path
+    file_type = _type_of(path, args.file_type)
+    async with ObsflowClient(url, token) as client:
+        if args.local or await asyncio.to_thread(path.is_dir):
+            document = await client.upload_local(path, file_type=file_type, name=args.name, md5=args.md5)
+        else:
+            document = await client.upload(path, file_type=file_type, name=args.name, md5=args.md5)
+    _print_file(document, as_json=args.json)
+    return 0
+
+
+def _print_file(document: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(document, indent=2, sort_keys=True))
+        return
+    stores = ", ".join(i["store"] for i in document.get("instances", [])) or "no local instance"
+    print(f"{document['name']}: {document['size']} bytes, {document['checksum']} ({stores})")
+
+
+def correlator_name(start_jd: float) -> str:
+    """A HERA correlator file name for an observation starting at `start_jd`."""
+    return f"zen.{start_jd:.5f}.sum"
+
+
+def write_observation(path: Path, size: int, seed: int) -> None:
+    """Write `size` bytes that differ from every other observation's (blocking)."""
+    block = bytearray(os.urandom(min(size, 4 * 1024 * 1024)) or b"")
+    with path.open("wb") as f:
+        written = 0
+        while written < size:
+            block[:16] = (seed * 1_000_003 + written).to_bytes(16, "little")[: min(16, len(block))]
+            chunk = memoryview(block)[: min(len(block), size - written)]
+            f.write(chunk)
+            written += len(chunk)
+
+
+async def _simulate(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    directory: Path = args.dir.resolve()
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    interval = 1.0 / args.rate
+    start_jd = 2440587.5 + time.time() / HERA_SECONDS_PER_DAY  # the JD of now
+    async with connection, connection.channel() as channel:
+        exchange = await channel.get_exchange(settings.bus.prefix + ".events", ensure=False)
+        index, next_at = 0, time.monotonic()
+        while args.count is None or index < args.count:
+            jd = start_jd + index * 16.1 / HERA_SECONDS_PER_DAY
+            path = directory / f"{correlator_name(jd)}.{args.file_type}"
+            await asyncio.to_thread(write_observation, path, args.size, index)
+            payload = ObservationAnnounced(path=str(path), file_type=args.file_type, expected_size=args.size)
+            await publish_event(exchange, new_event(payload, site=settings.site, producer="correlator"))
+            print(path, file=sys.stderr)
+            index += 1
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    return 0

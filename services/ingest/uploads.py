@@ -1,0 +1,216 @@
+"""HTTP ways in: the two-phase upload (announce, then PUT the bytes) and the local-path upload."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from services.ingest.hygiene import StagingBusy
+from services.ingest.ingester import Ingester, Minted, Outcome, Provenance, Staged, algorithms_for
+from services.ingest.minting import (
+    AlreadyMinted,
+    Claim,
+    Measured,
+    Refusal,
+    RefusalCode,
+    check_claim,
+    decide_before_copy,
+)
+from services.ingest.onepass import ChecksummingWriter, UploadTooLarge
+from services.ingest.path_ingest import default_name, ingest_path
+from services.ingest.repository import PendingUpload, file_document, find_file, find_upload, register_upload
+from shared.auth import Principal, Role
+from shared.errors import PermanentError
+from shared.http.auth import principal_of, requires
+from shared.http.errors import json_error
+
+READ_CHUNK = 1024 * 1024
+WRITE_BYTES = 8 * 1024 * 1024  # written in a thread in chunks this large, while the next chunk is read
+
+
+class BadUploadRequest(PermanentError):
+    """A request body that is not what the endpoint takes (the message says which field and why)."""
+
+
+def _field(body: dict[str, Any], key: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise BadUploadRequest(f"the request body lacks {key!r}")
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+        raise BadUploadRequest(f"{key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as e:
+        raise BadUploadRequest(f"the request body is not JSON: {e}") from e
+    if not isinstance(body, dict):
+        raise BadUploadRequest("the request body must be a JSON object")
+    return body
+
+
+def _principal(request: web.Request) -> Principal:
+    principal = principal_of(request)
+    if principal is None:  # `requires` has already refused anonymous callers
+        raise web.HTTPUnauthorized(text="this endpoint needs a token")
+    return principal
+
+
+def _refused(refusal: Refusal) -> web.Response:
+    return json_error(refusal.http_status, refusal.code.value, refusal.reason)
+
+
+async def _respond(ingester: Ingester, outcome: Outcome) -> web.Response:
+    if isinstance(outcome, Refusal):
+        return _refused(outcome)
+    document = await file_document(ingester.pool, outcome.name)
+    return web.json_response({"file": document, "created": outcome.created}, status=201 if outcome.created else 200)
+
+
+def _upload_answer(upload: PendingUpload) -> dict[str, Any]:
+    return {"upload_id": upload.upload_id, "url": f"/api/v1/uploads/{upload.upload_id}", "method": "PUT",
+            "expires_at": upload.expires_at.isoformat(), "size": upload.size, "checksum": upload.checksum}
+
+
+async def announce_upload(ingester: Ingester, request: web.Request) -> web.StreamResponse:
+    """POST /api/v1/uploads {name, size, checksum, type, metadata?}: a place to PUT the bytes."""
+    principal = _principal(request)
+    body = await _json_body(request)
+    claim = Claim(_field(body, "name", str), _field(body, "type", str), _field(body, "size", int),
+                  _field(body, "checksum", str))
+    metadata = _field(body, "metadata", dict, required=False)
+    tx = ingester.plain_transaction
+    refusal = check_claim(claim, ingester.options.max_file_bytes)
+    if refusal is not None:
+        return _refused(await ingester.refuse(tx, refusal, name=claim.name))
+    verdict = decide_before_copy(claim, await find_file(ingester.pool, claim.name))
+    if isinstance(verdict, AlreadyMinted):
+        return await _respond(ingester, Minted(claim.name, created=False))
+    if isinstance(verdict, Refusal):
+        return _refused(await ingester.refuse(tx, verdict, name=claim.name))
+    store = ingester.choose_store(claim.size or 0)
+    if isinstance(store, Refusal):
+        return _refused(await ingester.refuse(tx, store, name=claim.name))
+    expires = datetime.now(UTC) + timedelta(seconds=ingester.options.upload_expiry_s)
+    wanted = PendingUpload(uuid.uuid4().hex, "http", claim.name, claim.size, claim.checksum, claim.file_type, store,
+                           principal.account, metadata, expires)
+    upload = await register_upload(ingester.pool, wanted)
+    return web.json_response(_upload_answer(upload), status=201 if upload.upload_id == wanted.upload_id else 200)
+
+
+async def receive_upload(ingester: Ingester, request: web.Request) -> web.StreamResponse:
+    """PUT /api/v1/uploads/{id}: stream the bytes into staging, verify them against the claim, mint."""
+    principal = _principal(request)
+    upload = await find_upload(ingester.pool, request.match_info["upload_id"])
+    if upload is None:
+        return json_error(404, "unknown_upload", "no pending upload has this id (expired, finished or never "
+                          "announced): announce it again with POST /api/v1/uploads")
+    if upload.uploader != principal.account and principal.role < Role.ADMIN:
+        return json_error(403, "forbidden", f"upload {upload.upload_id} belongs to {upload.uploader}")
+    if request.content_length is not None and request.content_length != upload.size:
+        refusal = Refusal(RefusalCode.SIZE_MISMATCH, f"{upload.name}: announced {upload.size} bytes but the "
+                          f"request carries {request.content_length}")
+        return _refused(await ingester.refuse(ingester.plain_transaction, refusal, name=upload.name,
+                                              upload_id=upload.upload_id))
+    try:
+        async with ingester.locks.hold(upload.upload_id):
+            outcome = await _stage_and_commit(request, ingester, upload)
+    except StagingBusy:
+        return json_error(409, "upload_in_progress", f"upload {upload.upload_id} is being sent right now; "
+                          "wait for that request to finish")
+    return await _respond(ingester, outcome)
+
+
+async def _stage_and_commit(request: web.Request, ingester: Ingester, upload: PendingUpload) -> Outcome:
+    claim = upload.claim
+    area = ingester.stores.area(upload.store)
+    path = await asyncio.to_thread(area.new_upload, upload.upload_id)
+    writer = await asyncio.to_thread(ChecksummingWriter, path, algorithms_for(claim), upload.size)
+    try:
+        await _receive(request, writer)
+        result = await asyncio.to_thread(writer.finish)
+    except UploadTooLarge:
+        refusal = Refusal(RefusalCode.SIZE_MISMATCH, f"{upload.name}: more than the announced {upload.size} "
+                          "bytes arrived; announce the right size")
+        return await ingester.refuse(ingester.plain_transaction, refusal, name=upload.name, upload_id=upload.upload_id)
+    staged = Staged(upload.upload_id, upload.store, path, Measured(result.size, result.checksums))
+    who = Provenance(uploader=upload.uploader, metadata=upload.metadata)
+    return await ingester.commit_staged(ingester.plain_transaction, claim, staged, who)
+
+
+async def _receive(request: web.Request, writer: ChecksummingWriter) -> None:
+    """Read the body in chunks and write them in a thread, reading the next chunk while one is written."""
+    pending: asyncio.Future[None] | None = None
+    buffer = bytearray()
+    try:
+        async for chunk in request.content.iter_chunked(READ_CHUNK):
+            buffer += chunk
+            if len(buffer) >= WRITE_BYTES:
+                if pending is not None:
+                    await pending
+                pending, buffer = asyncio.ensure_future(asyncio.to_thread(writer.write, buffer)), bytearray()
+        if pending is not None:
+            await pending
+            pending = None
+        if buffer:
+            await asyncio.to_thread(writer.write, buffer)
+    except BaseException:
+        if pending is not None:
+            await asyncio.wait([pending])  # never close the file under a write still running in its thread
+        writer.abort()
+        raise
+
+
+async def upload_local_path(ingester: Ingester, request: web.Request) -> web.StreamResponse:
+    """POST /api/v1/uploads/local {path, name?, type, size?, checksum?, md5?}: the server copies the file."""
+    principal = _principal(request)
+    body = await _json_body(request)
+    source = _field(body, "path", str)
+    claim = Claim(_field(body, "name", str, required=False) or default_name(source), _field(body, "type", str),
+                  _field(body, "size", int, required=False), _field(body, "checksum", str, required=False))
+    who = Provenance(uploader=principal.account, metadata=_field(body, "metadata", dict, required=False))
+    upload_id = f"loc-{uuid.uuid4().hex}"
+    outcome = await ingest_path(ingester, ingester.plain_transaction, claim, source, upload_id, who,
+                                want_md5=bool(body.get("md5")))
+    return await _respond(ingester, outcome)
+
+
+async def get_file(ingester: Ingester, request: web.Request) -> web.StreamResponse:
+    """GET /api/v1/files/{name}: a file minted here and its local instances."""
+    document = await file_document(ingester.pool, request.match_info["name"])
+    if document is None:
+        return json_error(404, "not_found", f"no file named {request.match_info['name']!r} was minted at this site")
+    return web.json_response({"file": document})
+
+
+IngestHandler = Callable[[Ingester, web.Request], Awaitable[web.StreamResponse]]
+
+
+Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _bound(ingester: Ingester, handler: IngestHandler, role: Role) -> Route:
+    async def route(request: web.Request) -> web.StreamResponse:
+        return await handler(ingester, request)
+
+    route.__name__ = handler.__name__
+    return requires(role)(route)
+
+
+def upload_routes(ingester: Ingester) -> list[web.RouteDef]:
+    """The ingest service's HTTP routes: uploading needs read-append, reading read-only."""
+    return [
+        web.post("/api/v1/uploads", _bound(ingester, announce_upload, Role.READ_APPEND)),
+        web.post("/api/v1/uploads/local", _bound(ingester, upload_local_path, Role.READ_APPEND)),
+        web.put("/api/v1/uploads/{upload_id}", _bound(ingester, receive_upload, Role.READ_APPEND)),
+        web.get("/api/v1/files/{name}", _bound(ingester, get_file, Role.READ_ONLY)),
+    ]

@@ -1,0 +1,165 @@
+"""The HTTP ways in: two-phase upload with a token, resumable announcements, local-path and directory uploads."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import xxhash
+
+from shared.auth import Principal, Role, issue_token
+from shared.client import ClientError, ObsflowClient
+from shared.runner import ServiceRunner
+from tests.conftest import wait_for
+from tests.ingest.service_support import (
+    counts,
+    ingest_settings,
+    outbox_events,
+    rejection_codes,
+    running_ingest,
+    staged_entries,
+    write_file,
+)
+
+pytestmark = pytest.mark.usefixtures("drop_schemas")
+NAME = "zen.2459122.30000.sum.uvh5"
+
+
+@pytest.fixture
+def store_root(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+async def ingest(settings, store_root: Path) -> AsyncIterator[ServiceRunner]:
+    options = {"upload_expiry_s": 0.5, "expiry_interval_s": 0.2, "max_file_bytes": 64 * 1024 * 1024}
+    async with running_ingest(ingest_settings(settings, store_root, **options)) as runner:
+        yield runner
+
+
+def _token(runner: ServiceRunner, role: Role, account: str = "alice") -> str:
+    secret = runner.settings.auth_secret.get_secret_value()  # type: ignore[union-attr]
+    return issue_token(secret, Principal(account, role), 3600)
+
+
+def _client(runner: ServiceRunner, role: Role = Role.READ_APPEND) -> ObsflowClient:
+    return ObsflowClient(f"http://127.0.0.1:{runner.settings.http_port('ingest')}", _token(runner, role))
+
+
+def _xxh3(data: bytes) -> str:
+    return f"xxh3-128:{xxhash.xxh3_128_hexdigest(data)}"
+
+
+async def test_two_phase_upload_end_to_end(ingest: ServiceRunner, tmp_path: Path, store_root: Path) -> None:
+    data = os.urandom(20 * 1024 * 1024 + 123)  # several pipelined writes and a short tail
+    path = write_file(tmp_path / NAME, data)
+    async with _client(ingest) as client:
+        document = await client.upload(path, file_type="uvh5", metadata={"produced_by": {"step": "xrfi"}})
+        assert document["name"] == NAME and document["size"] == len(data)
+        assert document["checksum"] == _xxh3(data) and document["uploader"] == "alice"
+        assert document["instances"][0]["store"] == "main"
+        again = await client.upload(path, file_type="uvh5")  # already minted: returned, nothing sent
+        assert again["created_at"] == document["created_at"]
+        with pytest.raises(ClientError) as refused:
+            await client.announce(NAME, 3, _xxh3(b"abc"), "uvh5")
+    assert refused.value.status == 409 and refused.value.code == "name_conflict"
+    assert "already exists" in str(refused.value)
+    assert (store_root / "main" / NAME).read_bytes() == data
+    pool = ingest.ctx.pool
+    assert await counts(pool) == (1, 1, 0)
+    minted = await outbox_events(pool, "file.minted")
+    assert len(minted) == 1 and minted[0].payload.produced_by == {"step": "xrfi"}
+    assert await rejection_codes(pool) == ["name_conflict"]
+
+
+async def test_reannouncing_returns_the_same_pending_upload(ingest: ServiceRunner) -> None:
+    async with _client(ingest) as client:
+        first = await client.announce(NAME, 5, _xxh3(b"hello"), "uvh5")
+        second = await client.announce(NAME, 5, _xxh3(b"hello"), "uvh5")
+        assert first["upload_id"] == second["upload_id"] and first["method"] == "PUT"
+        url = f"{client.base_url}{first['url']}"
+    headers = {"Authorization": f"Bearer {_token(ingest, Role.READ_APPEND)}"}
+    async with aiohttp.ClientSession(headers=headers) as session, session.put(url, data=b"hello") as response:
+        assert response.status == 201
+        assert (await response.json())["file"]["size"] == 5
+
+
+async def test_wrong_bytes_are_refused_and_staging_cleaned(ingest: ServiceRunner, store_root: Path) -> None:
+    async with _client(ingest) as client:
+        upload = await client.announce(NAME, 5, _xxh3(b"hello"), "uvh5")
+    headers = {"Authorization": f"Bearer {_token(ingest, Role.READ_APPEND)}"}
+    url = f"http://127.0.0.1:{ingest.settings.http_port('ingest')}{upload['url']}"
+    async with aiohttp.ClientSession(headers=headers) as session, session.put(url, data=b"HELLO") as response:
+        assert response.status == 422
+        error = (await response.json())["error"]
+    assert error["code"] == "checksum_mismatch" and "re-send" in error["message"]
+    assert await counts(ingest.ctx.pool) == (0, 0, 0)
+    assert staged_entries(store_root) == [] and list((store_root / "main").iterdir()) == []
+
+
+async def test_tokens_and_roles_are_enforced(ingest: ServiceRunner) -> None:
+    async with _client(ingest, Role.READ_ONLY) as client:
+        with pytest.raises(ClientError) as forbidden:
+            await client.announce(NAME, 5, _xxh3(b"hello"), "uvh5")
+    assert forbidden.value.status == 403 and "read-append" in str(forbidden.value)
+    async with ObsflowClient(f"http://127.0.0.1:{ingest.settings.http_port('ingest')}", None) as anonymous:
+        with pytest.raises(ClientError) as unauthenticated:
+            await anonymous.announce(NAME, 5, _xxh3(b"hello"), "uvh5")
+    assert unauthenticated.value.status == 401
+    assert await counts(ingest.ctx.pool) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "checksum", "status", "code"),
+    [
+        ("../etc/passwd", 5, None, 400, "invalid_name"),
+        ("zen\u0430.uvh5", 5, None, 400, "invalid_name"),
+        (NAME, 64 * 1024 * 1024 + 1, None, 413, "too_large"),
+        (NAME, 5, "xxh3-128:XYZ", 400, "invalid_checksum"),
+    ],
+)
+async def test_bad_claims_are_refused(ingest: ServiceRunner, name, size, checksum, status, code) -> None:
+    async with _client(ingest) as client:
+        with pytest.raises(ClientError) as refused:
+            await client.announce(name, size, checksum or _xxh3(b"hello"), "uvh5")
+    assert (refused.value.status, refused.value.code) == (status, code)
+    assert await rejection_codes(ingest.ctx.pool) == [code]
+    assert await counts(ingest.ctx.pool) == (0, 0, 0)
+
+
+async def test_local_path_upload_of_a_directory(ingest: ServiceRunner, tmp_path: Path, store_root: Path) -> None:
+    tree = tmp_path / "zen.2459122.30000.sum.ms"
+    write_file(tree / "a" / "b.dat", b"bbb")
+    write_file(tree / "c.dat", b"cc")
+    async with _client(ingest) as client:
+        document = await client.upload_local(tree, file_type="ms")
+        assert document["is_directory"] is True and document["size"] == 5
+        with pytest.raises(ClientError) as missing:
+            await client.upload_local(tmp_path / "nothing-here.uvh5", file_type="uvh5")
+        assert (missing.value.status, missing.value.code) == (404, "not_found")
+    assert (store_root / "main" / tree.name / "a" / "b.dat").read_bytes() == b"bbb"
+    assert staged_entries(store_root) == []
+
+
+async def test_local_path_upload_checks_md5_and_refuses_relative_paths(ingest: ServiceRunner, tmp_path: Path) -> None:
+    path = write_file(tmp_path / NAME, b"local bytes")
+    async with _client(ingest) as client:
+        document = await client.upload_local(path, file_type="uvh5", md5=True)
+        assert document["md5"].startswith("md5:")
+        with pytest.raises(ClientError) as relative:
+            await client._call("POST", "/api/v1/uploads/local", json={"path": "x/y.uvh5", "type": "uvh5"})
+    assert (relative.value.status, relative.value.code) == (400, "invalid_path")
+
+
+async def test_abandoned_uploads_expire(ingest: ServiceRunner) -> None:
+    async with _client(ingest) as client:
+        await client.announce(NAME, 5, _xxh3(b"hello"), "uvh5")
+    assert (await counts(ingest.ctx.pool))[2] == 1
+    await wait_for(lambda: _no_uploads(ingest), timeout_s=10)
+
+
+async def _no_uploads(runner: ServiceRunner) -> bool:
+    return (await counts(runner.ctx.pool))[2] == 0
