@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -139,6 +140,21 @@ class ObsflowClient:
     async def file(self, name: str) -> dict[str, Any]:
         """A file minted at this site and its local instances."""
         return (await self._call("GET", f"/api/v1/files/{name}"))["file"]
+
+
+def job_provenance(env: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """`produced_by` for a file uploaded from inside a scheduler job (its OBSFLOW_RUN_ID ... variables), else None."""
+    env = os.environ if env is None else env
+    if not env.get("OBSFLOW_RUN_ID"):
+        return None
+    try:
+        inputs = json.loads(env.get("OBSFLOW_JOB_INPUTS", "[]"))
+    except ValueError:
+        inputs = []
+    return {
+        "run": env["OBSFLOW_RUN_ID"], "job": env.get("OBSFLOW_JOB_ID"), "workflow": env.get("OBSFLOW_WORKFLOW"),
+        "attempt": env.get("OBSFLOW_ATTEMPT"), "inputs": inputs,
+    }
 
 
 def _absolute(path: Path) -> str:

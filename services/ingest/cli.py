@@ -15,7 +15,7 @@ from typing import Any
 import aio_pika
 
 from shared.bus import publish_event
-from shared.client import ObsflowClient
+from shared.client import ObsflowClient, job_provenance
 from shared.errors import ConfigurationError
 from shared.events import new_event
 from shared.events.types import ObservationAnnounced
@@ -78,7 +78,9 @@ async def _upload(args: argparse.Namespace) -> int:
         if args.local or await asyncio.to_thread(path.is_dir):
             document = await client.upload_local(path, file_type=file_type, name=args.name, md5=args.md5)
         else:
-            document = await client.upload(path, file_type=file_type, name=args.name, md5=args.md5)
+            produced_by = job_provenance()  # run, job and inputs when a pipeline step uploads its product
+            metadata = {"produced_by": produced_by} if produced_by else None
+            document = await client.upload(path, file_type=file_type, name=args.name, md5=args.md5, metadata=metadata)
     _print_file(document, as_json=args.json)
     return 0
 
