@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import importlib
 import inspect
+import os
 import sys
 from collections.abc import Sequence
 
 from shared.cli import accounts_cmd, events_cmd, runtime_cmd
 from shared.errors import ObsflowError
+from shared.logging import configure_logging
 
 # Service packages that contribute commands through `services/<name>/cli.py: register(subparsers)`.
 COMMAND_MODULES = ("services.ingest.cli", "services.catalog.cli", "services.scheduler.cli", "services.transfer.cli")
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `obsflow` console script."""
     args = build_parser().parse_args(argv)
+    # Client commands log warnings only, to stderr (stdout is for their output); services reconfigure at start.
+    configure_logging("cli", os.environ.get("OBSFLOW_SITE", "local"), "auto", "warning")
     try:
         result = args.func(args)
         if inspect.isawaitable(result):
