@@ -1,0 +1,120 @@
+"""A night at the telescope, end to end with the real services: the correlator announces 200 observations over two
+nights; ingest mints each once with a verified instance; the catalog groups them into two sessions and closes each
+once; the scheduler runs the registered nightly workflow once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from services.catalog.service import SPEC as CATALOG
+from services.ingest.service import SPEC as INGEST
+from services.scheduler.service import SPEC as SCHEDULER
+from shared.auth import Principal, Role, issue_token
+from shared.auth.secrets import site_secret
+from shared.bus import Topology, publish_event
+from shared.events import new_event
+from shared.events.types import ObservationAnnounced
+from shared.runner import ServiceRunner
+from shared.settings import StoreSettings
+from tests.conftest import wait_for
+from tests.infra import free_port_block
+
+pytestmark = pytest.mark.usefixtures("drop_schemas")
+NIGHTS = (2459122.30000, 2459123.30000)
+PER_NIGHT = 100
+STEP = 0.00018
+
+WORKFLOW = """\
+[Options]
+makeflow_type = "analysis"
+path_to_do_scripts = "{scripts}"
+base_mem = 10
+base_cpu = 1
+default_queue = "hera"
+timeout = "60"
+obsflow_input_dir = "{store}"
+
+[WorkFlow]
+actions = ["COUNT"]
+
+[COUNT]
+chunk_size = "all"
+args = ["{{obsid_list}}"]
+"""
+
+
+async def test_two_nights_from_announcement_to_nightly_run(settings, amqp, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "do_COUNT.sh").write_text('#!/bin/bash\nset -e\necho "$#" >> nights.txt\n')
+    (scripts / "do_COUNT.sh").chmod(0o755)
+    site = settings.model_copy(update={
+        "stores": [StoreSettings(name="main", root=store)], "data_dir": tmp_path / "var",
+        "http_base_port": free_port_block(),
+        "services": {
+            "catalog": {"session_quiet_period_s": 1.0, "session_sweep_interval_s": 0.3},
+            "scheduler": {"poll_interval_s": 0.1},
+        },
+    })
+    runners = [ServiceRunner(spec, site) for spec in (INGEST, CATALOG, SCHEDULER)]
+    try:
+        for runner in runners:
+            await runner.start()
+        ingest, catalog, scheduler = runners
+        headers = {"Authorization": f"Bearer {issue_token(site_secret(site), Principal('op', Role.ADMIN), 600)}"}
+        config = WORKFLOW.format(scripts=scripts, store=store / "main")
+        async with aiohttp.ClientSession(headers=headers) as http:
+            url = f"http://127.0.0.1:{site.http_port('scheduler')}/api/v1/workflows"
+            body = {"name": "nightly", "config_text": config, "trigger": "session.closed"}
+            async with http.post(url, json=body) as r:
+                assert r.status == 201, await r.text()
+
+        correlator = tmp_path / "correlator"
+        correlator.mkdir()
+        channel = await amqp.channel()
+        exchange = await channel.get_exchange(f"{site.bus.prefix}.events")
+        for start in NIGHTS:
+            for i in range(PER_NIGHT):
+                path = correlator / f"zen.{start + i * STEP:.5f}.sum.uvh5"
+                path.write_bytes(f"visibilities {path.name}\n".encode() * 64)
+                announced = ObservationAnnounced(path=str(path), file_type="uvh5")
+                await publish_event(exchange, new_event(announced, site=site.site, producer="correlator"))
+                if i % 10 == 0:  # the correlator announces some observations twice
+                    await publish_event(exchange, new_event(announced, site=site.site, producer="correlator"))
+
+        async def counts() -> tuple[int, int, int]:
+            files = await ingest.ctx.pool.fetchval("SELECT count(*) FROM files")
+            closed = await catalog.ctx.pool.fetchval("SELECT count(*) FROM sessions WHERE closed_at IS NOT NULL")
+            finished = await scheduler.ctx.pool.fetchval("SELECT count(*) FROM runs WHERE finished_at IS NOT NULL")
+            return files, closed, finished
+
+        await wait_for(lambda: _equals(counts(), (200, 2, 2)), timeout_s=120, poll_s=0.2)
+
+        assert await ingest.ctx.pool.fetchval("SELECT count(*) FROM instances") == 200
+        minted = await ingest.ctx.pool.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'file.minted'")
+        assert minted == 200  # once each, although 20 were announced twice
+        sessions = await catalog.ctx.pool.fetch("SELECT start_jd, end_jd, n_observations FROM sessions ORDER BY 1")
+        assert [(round(s["start_jd"], 5), s["n_observations"]) for s in sessions] == [(n, 100) for n in NIGHTS]
+        closed = await catalog.ctx.pool.fetch("SELECT body FROM outbox WHERE event_type = 'session.closed'")
+        assert len(closed) == 2  # once per session
+        runs = await scheduler.ctx.pool.fetch("SELECT input_files FROM runs ORDER BY created_at")
+        assert len(runs) == 2
+        # Each night's run saw that night's 100 files, in time order.
+        nights_txt = [p.read_text().split() for p in (tmp_path / "var" / "scheduler").glob("*/nights.txt")]
+        assert sorted(nights_txt) == [["100"], ["100"]]
+    finally:
+        for runner in reversed(runners):
+            await runner.stop()
+        async with amqp.channel() as ch:
+            await Topology(prefix=site.bus.prefix, work_queues=INGEST.work_queues).delete(ch)
+
+
+async def _equals(awaitable, expected) -> bool:
+    value = await awaitable
+    return value == expected
+
