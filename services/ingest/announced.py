@@ -35,7 +35,7 @@ def announced_handler(ingester: Ingester) -> WorkHandler:
         # One staging entry per event: a redelivery after a crash starts again in the same place.
         upload_id = f"ann-{event.event_id.hex}"
         who = Provenance(uploader=event.producer, caused_by=event)
-        outcome = await ingest_path(ingester, once.transaction, claim, announced.path, upload_id, who)
+        outcome = await ingest_path(ingester, once.transaction, claim, announced.path, upload_id, who, once=once)
         if isinstance(outcome, Refusal):
             log.info("announced_observation_refused", path=announced.path, code=outcome.code.value)
 

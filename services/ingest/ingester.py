@@ -1,7 +1,8 @@
 """The one verification path every way in shares: stage the bytes (one pass), check them, commit and mint.
 
 A copy or upload ends in one of three outcomes: a new file (bytes renamed into main, then ONE transaction
-with the files row, the instance row and the file.minted and instance.created events), the existing file
+with the files row, the instance row and the file.minted and instance.created events — shared with the other
+files that concurrent ingests are minting at the same moment), the existing file
 (same name and checksum: nothing changes, nothing is emitted), or a refusal (staged bytes removed, only an
 ingest.rejected event committed).
 """
@@ -15,12 +16,14 @@ import stat
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import structlog
 
+from services.ingest.batching import Batcher
 from services.ingest.digest import TreeRefused, copy_tree_and_digest
 from services.ingest.hygiene import StagingLocks
 from services.ingest.minting import (
@@ -34,11 +37,18 @@ from services.ingest.minting import (
 from services.ingest.observations import parse_observation
 from services.ingest.onepass import MD5, XXH3_128, copy_and_checksum
 from services.ingest.options import IngestOptions
-from services.ingest.repository import NewFile, find_file, forget_upload, insert_file, insert_instance
+from services.ingest.repository import (
+    NewFile,
+    find_file,
+    forget_upload,
+    forget_uploads,
+    insert_files,
+    insert_instances,
+)
 from services.ingest.staging import StagingArea
 from services.ingest.storage import StoreSet
 from services.ingest.stores import NoStoreAvailable
-from shared.bus import append_events
+from shared.bus import Once, append_events
 from shared.events import Event, Payload
 from shared.events.types import FileMinted, IngestRejected, InstanceCreated
 
@@ -57,6 +67,17 @@ class Staged:
     path: Path
     measured: Measured
     is_directory: bool = False
+    registered: bool = False  # an HTTP upload with an `uploads` row to forget once it is settled
+
+
+@dataclass(frozen=True)
+class MintRequest:
+    """Staged bytes that passed the pre-commit checks, waiting to be minted in the next batch."""
+
+    claim: Claim
+    staged: Staged
+    who: Provenance
+    once: Once | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +118,7 @@ class Ingester:
         self.stores = stores
         self.options = options
         self._make_event = make_event
+        self._mints: Batcher[MintRequest, Outcome] = Batcher(self._mint_batch)
 
     def plain_transaction(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
         """A transaction on the service's pool (the HTTP ways in; work handlers use `once.transaction`)."""
@@ -130,8 +152,14 @@ class Ingester:
         area = self.stores.area(store)
         return await asyncio.to_thread(_copy_into_staging, area, source, store, upload_id, algorithms)
 
-    async def commit_staged(self, tx: Transaction, claim: Claim, staged: Staged, who: Provenance) -> Outcome:
-        """Verify staged bytes against the claim and mint them, return the existing file, or refuse."""
+    async def commit_staged(
+        self, tx: Transaction, claim: Claim, staged: Staged, who: Provenance, once: Once | None = None
+    ) -> Outcome:
+        """Verify staged bytes against the claim and mint them, return the existing file, or refuse.
+
+        A work handler passes its `once`: the event is then recorded as handled in the (batched) minting
+        transaction, and AlreadyHandled is raised for a duplicate.
+        """
         area = self.stores.area(staged.store)
         verdict = check_size(staged.measured.size, self.options.max_file_bytes) or decide_mint(
             claim, staged.measured, None
@@ -139,51 +167,90 @@ class Ingester:
         if isinstance(verdict, Refusal):
             await asyncio.to_thread(area.discard, staged.path)
             async with tx() as conn:
-                await forget_upload(conn, staged.upload_id)
+                if staged.registered:
+                    await forget_upload(conn, staged.upload_id)
                 await self.record_refusal(conn, verdict, name=claim.name, upload_id=staged.upload_id,
                                           caused_by=who.caused_by)
             return verdict
+        outcome: Outcome | None = None
         try:
-            async with tx() as conn:
-                outcome = await self._mint_in(conn, claim, staged, who)
+            # Minted together with whatever concurrent ingests are ready: one transaction, one fsync round.
+            outcome = await self._mints.submit(MintRequest(claim, staged, who, once))
         finally:
-            # Whatever happened, nothing of this attempt may stay staged (a retry stages afresh).
-            await asyncio.to_thread(area.discard, staged.path)
-        if isinstance(outcome, Minted) and outcome.created:
-            self.stores.record_minted(staged.store, staged.measured.size)
+            # Whatever happened, nothing of this attempt may stay staged (a retry stages afresh); a minted
+            # file was renamed away, so there is nothing to remove then (and no thread hop to pay for).
+            if not (isinstance(outcome, Minted) and outcome.created):
+                await asyncio.to_thread(area.discard, staged.path)
         return outcome
 
-    async def _mint_in(
-        self, conn: asyncpg.Connection, claim: Claim, staged: Staged, who: Provenance
-    ) -> Outcome:
-        new = self._new_file(claim, staged, who)
-        created_at = await insert_file(conn, new)  # a concurrent minter of this name makes us wait here
-        await forget_upload(conn, staged.upload_id)
-        if created_at is None:
-            existing = await find_file(conn, claim.name)
-            verdict = decide_mint(claim, staged.measured, existing)
-            if isinstance(verdict, Refusal):
-                await self.record_refusal(conn, verdict, name=claim.name, upload_id=staged.upload_id,
-                                          caused_by=who.caused_by)
-                return verdict
-            log.info("ingest_already_minted", name=claim.name, checksum=new.checksum)
-            return Minted(claim.name, created=False)
-        # Data and rename are durable (fsyncs batched with concurrent commits) before the row that says so.
-        final = await self.stores.commit(staged.store, staged.path, claim.name)
-        verified_at = await insert_instance(conn, new.name, staged.store, str(final), new.size)
-        minted = FileMinted(
-            name=new.name, size=new.size, checksum=new.checksum, file_type=new.file_type,
-            observation_id=new.observation_id, start_jd=new.start_jd, duration_s=new.duration_s,
-            origin_site=new.origin_site, uploader=new.uploader, created_at=created_at,
-            produced_by=(who.metadata or {}).get("produced_by"),
+    async def _mint_batch(self, requests: list[MintRequest]) -> list[Outcome | BaseException]:
+        """ONE transaction for every request: handled ids, files rows, the commits into main, instances, events."""
+        outcomes: list[Outcome | BaseException | None] = [None] * len(requests)
+        # Rows are inserted in name order, so two processes' batches never wait on each other in a cycle.
+        order = sorted(range(len(requests)), key=lambda i: requests[i].claim.name)
+        async with self.pool.acquire() as conn, conn.transaction():
+            handled = [i for i in order if requests[i].once is not None]
+            onces = [once for i in handled if (once := requests[i].once) is not None]
+            for index, once, fresh in zip(handled, onces, await Once.record_all(conn, onces), strict=True):
+                if not fresh:
+                    outcomes[index] = once.duplicate()
+            live = [i for i in order if outcomes[i] is None]
+            news = {i: self._new_file(requests[i].claim, requests[i].staged, requests[i].who) for i in live}
+            created = await insert_files(conn, [news[i] for i in live])  # concurrent minters of a name wait here
+            await forget_uploads(conn, [requests[i].staged.upload_id for i in live if requests[i].staged.registered])
+            fresh_files: list[tuple[int, NewFile, datetime]] = []
+            for index in live:
+                created_at = created.pop(news[index].name, None)  # a name twice in the batch: the first gets it
+                if created_at is None:
+                    outcomes[index] = await self._existing_name(conn, requests[index], news[index])
+                else:
+                    fresh_files.append((index, news[index], created_at))
+            events = await self._commit_fresh(conn, [(requests[i], new, at) for i, new, at in fresh_files])
+            await append_events(conn, events)
+        for index, new, _created_at in fresh_files:
+            outcomes[index] = Minted(new.name, created=True)
+            self.stores.record_minted(requests[index].staged.store, new.size)
+        return [o if o is not None else RuntimeError("mint batch left a request undecided") for o in outcomes]
+
+    async def _existing_name(self, conn: asyncpg.Connection, request: MintRequest, new: NewFile) -> Outcome:
+        """The name was taken (earlier, or by another file of this batch): the same file, or a refusal."""
+        claim, staged = request.claim, request.staged
+        verdict = decide_mint(claim, staged.measured, await find_file(conn, claim.name))
+        if isinstance(verdict, Refusal):
+            await self.record_refusal(conn, verdict, name=claim.name, upload_id=staged.upload_id,
+                                      caused_by=request.who.caused_by)
+            return verdict
+        log.info("ingest_already_minted", name=claim.name, checksum=new.checksum)
+        return Minted(claim.name, created=False)
+
+    async def _commit_fresh(
+        self, conn: asyncpg.Connection, fresh: list[tuple[MintRequest, NewFile, datetime]]
+    ) -> list[Event]:
+        """Commit the new files into main (durable before the rows say so), insert instances; their events."""
+        finals: dict[str, Path] = {}
+        for store in sorted({request.staged.store for request, _, _ in fresh}):
+            mine = [(request.staged.path, new.name) for request, new, _ in fresh if request.staged.store == store]
+            for (_path, name), final in zip(mine, await self.stores.commit_many(store, mine), strict=True):
+                finals[name] = final
+        verified = await insert_instances(
+            conn, [(new.name, request.staged.store, str(finals[new.name]), new.size) for request, new, _ in fresh]
         )
-        instance = InstanceCreated(
-            file_name=new.name, site=self.site, store=staged.store, path=str(final), size=new.size,
-            checksum=new.checksum, verified_at=verified_at,
-        )
-        await append_events(conn, [self._make_event(minted, who.caused_by), self._make_event(instance, who.caused_by)])
-        log.info("file_minted", name=new.name, size=new.size, store=staged.store, uploader=new.uploader)
-        return Minted(new.name, created=True)
+        events: list[Event] = []
+        for request, new, created_at in fresh:
+            store, final_path, who = request.staged.store, str(finals[new.name]), request.who
+            minted = FileMinted(
+                name=new.name, size=new.size, checksum=new.checksum, file_type=new.file_type,
+                observation_id=new.observation_id, start_jd=new.start_jd, duration_s=new.duration_s,
+                origin_site=new.origin_site, uploader=new.uploader, created_at=created_at,
+                produced_by=(who.metadata or {}).get("produced_by"),
+            )
+            instance = InstanceCreated(
+                file_name=new.name, site=self.site, store=store, path=final_path, size=new.size,
+                checksum=new.checksum, verified_at=verified[new.name],
+            )
+            events += [self._make_event(minted, who.caused_by), self._make_event(instance, who.caused_by)]
+            log.info("file_minted", name=new.name, size=new.size, store=store, uploader=new.uploader)
+        return events
 
     def _new_file(self, claim: Claim, staged: Staged, who: Provenance) -> NewFile:
         observation = parse_observation(claim.name, claim.file_type)
@@ -211,7 +278,9 @@ def _copy_into_staging(
     if stat.S_ISDIR(os.stat(source).st_mode):
         tree = copy_tree_and_digest(source, staged)
         return Staged(upload_id, store, staged, Measured(tree.size, {XXH3_128: tree.digest}), is_directory=True)
-    copied = copy_and_checksum(source, staged, algorithms, fsync=False)  # fsynced in the commit batch
+    # fsynced here, in the copy's own thread: concurrent copies' fsyncs share journal commits, and the mint
+    # batch's own fsync of the entry then finds nothing left to write.
+    copied = copy_and_checksum(source, staged, algorithms)
     return Staged(upload_id, store, staged, Measured(copied.size, copied.checksums))
 
 

@@ -196,7 +196,10 @@ def copy_and_checksum(
                 for update in updates:
                     update(chunk)
                 _write_all(fd, chunk)
-                _start_writeback(fd, size, count)
+                if count == len(view):
+                    # Only full chunks: a short one is the file's last (or only: a small file), which the
+                    # final fsync writes anyway; a syscall per small file buys nothing there.
+                    _start_writeback(fd, size, count)
                 size += count
             if fsync:
                 os.fsync(fd)

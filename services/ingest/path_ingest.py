@@ -21,6 +21,7 @@ from services.ingest.minting import (
 )
 from services.ingest.onepass import MD5
 from services.ingest.repository import find_file
+from shared.bus import Once
 
 
 def default_name(path: str) -> str:
@@ -70,9 +71,12 @@ async def _precheck(ingester: Ingester, claim: Claim, source: str) -> Refusal | 
 
 async def ingest_path(
     ingester: Ingester, tx: Transaction, claim: Claim, source: str, upload_id: str, who: Provenance,
-    *, want_md5: bool = False,
+    *, want_md5: bool = False, once: Once | None = None,
 ) -> Outcome:
-    """Copy `source` into a store in one pass, verify it against the claim, and mint it (or refuse)."""
+    """Copy `source` into a store in one pass, verify it against the claim, and mint it (or refuse).
+
+    A work handler passes `tx=once.transaction` and its `once` (the mint records the event as handled).
+    """
     checked = await _precheck(ingester, claim, source)
 
     async def refuse(refusal: Refusal) -> Refusal:
@@ -97,4 +101,4 @@ async def ingest_path(
             return await refuse(Refusal(RefusalCode.NOT_FOUND, f"{source} vanished while it was copied: {e}"))
         except (PermissionError, TreeRefused) as e:
             return await refuse(Refusal(RefusalCode.INVALID_PATH, str(e)))
-        return await ingester.commit_staged(tx, claim, staged, who)
+        return await ingester.commit_staged(tx, claim, staged, who, once)

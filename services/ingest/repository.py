@@ -77,12 +77,51 @@ async def insert_file(conn: asyncpg.Connection, new: NewFile) -> datetime | None
     )
 
 
+async def insert_files(conn: asyncpg.Connection, news: list[NewFile]) -> dict[str, datetime]:
+    """Insert file rows in one statement; the names inserted with their creation time (taken names are skipped).
+
+    Like insert_file, a concurrent minter of one of these names makes this wait for the other's commit.
+    """
+    if not news:
+        return {}
+    columns = [
+        [n.name for n in news], [n.size for n in news], [n.checksum for n in news], [n.md5 for n in news],
+        [n.file_type for n in news], [n.is_directory for n in news], [n.observation_id for n in news],
+        [n.start_jd for n in news], [n.duration_s for n in news], [n.origin_site for n in news],
+        [n.uploader for n in news], [json.dumps(n.metadata) if n.metadata is not None else None for n in news],
+    ]
+    rows = await conn.fetch(
+        "INSERT INTO files (name, size, checksum, md5, file_type, is_directory, observation_id, start_jd,"
+        " duration_s, origin_site, uploader, metadata) SELECT name, size, checksum, md5, file_type, is_directory,"
+        " observation_id, start_jd, duration_s, origin_site, uploader, metadata::jsonb FROM unnest($1::text[],"
+        " $2::bigint[], $3::text[], $4::text[], $5::text[], $6::boolean[], $7::text[], $8::float8[], $9::float8[],"
+        " $10::text[], $11::text[], $12::text[]) AS new (name, size, checksum, md5, file_type, is_directory,"
+        " observation_id, start_jd, duration_s, origin_site, uploader, metadata)"
+        " ON CONFLICT (name) DO NOTHING RETURNING name, created_at",
+        *columns,
+    )
+    return {r["name"]: r["created_at"] for r in rows}
+
+
 async def insert_instance(conn: asyncpg.Connection, file_name: str, store: str, path: str, size: int) -> datetime:
     """Record a verified copy; return when it was verified."""
     return await conn.fetchval(
         "INSERT INTO instances (file_name, store, path, size) VALUES ($1, $2, $3, $4) RETURNING verified_at",
         file_name, store, path, size,
     )
+
+
+async def insert_instances(conn: asyncpg.Connection, rows: list[tuple[str, str, str, int]]) -> dict[str, datetime]:
+    """Record verified copies `(file_name, store, path, size)` in one statement; when each was verified, by name."""
+    if not rows:
+        return {}
+    names, stores, paths, sizes = (list(column) for column in zip(*rows, strict=True))
+    recorded = await conn.fetch(
+        "INSERT INTO instances (file_name, store, path, size)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) RETURNING file_name, verified_at",
+        names, stores, paths, sizes,
+    )
+    return {r["file_name"]: r["verified_at"] for r in recorded}
 
 
 async def file_document(db: Executor, name: str) -> dict[str, Any] | None:
@@ -147,6 +186,12 @@ async def find_upload(db: Executor, upload_id: str) -> PendingUpload | None:
 async def forget_upload(db: Executor, upload_id: str) -> None:
     """Drop an upload's row (minted, refused or expired)."""
     await db.execute("DELETE FROM uploads WHERE upload_id = $1", upload_id)
+
+
+async def forget_uploads(db: Executor, upload_ids: list[str]) -> None:
+    """Drop several uploads' rows in one statement."""
+    if upload_ids:
+        await db.execute("DELETE FROM uploads WHERE upload_id = ANY($1::text[])", upload_ids)
 
 
 async def known_upload_ids(db: Executor) -> list[str]:

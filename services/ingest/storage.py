@@ -38,10 +38,17 @@ class GroupCommit:
 
     async def commit(self, staged: Path, name: str) -> Path:
         """Make `staged` durable and rename it to main/<name>; return the final path."""
-        done: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
-        self._waiting.append((staged, name, done))
+        return (await self.commit_many([(staged, name)]))[0]
+
+    async def commit_many(self, entries: Sequence[tuple[Path, str]]) -> list[Path]:
+        """`commit` for several entries at once (in one batch); raises the first entry's error, if any."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Path]] = []
+        for staged, name in entries:
+            futures.append(loop.create_future())
+            self._waiting.append((staged, name, futures[-1]))
         async with self._lock:
-            if not done.done():
+            if not all(future.done() for future in futures):
                 batch, self._waiting = self._waiting, []
                 outcomes = await asyncio.to_thread(_commit_batch, self._area, [(s, n) for s, n, _ in batch])
                 for (_staged, _name, future), outcome in zip(batch, outcomes, strict=True):
@@ -49,7 +56,11 @@ class GroupCommit:
                         future.set_exception(outcome)
                     else:
                         future.set_result(outcome)
-        return await done
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [result for result in results if isinstance(result, Path)]
 
 
 def _commit_batch(area: StagingArea, batch: list[tuple[Path, str]]) -> list[Path | BaseException]:
@@ -141,6 +152,10 @@ class StoreSet:
     async def commit(self, store: str, staged: Path, name: str) -> Path:
         """Durably move a staged entry into `store`'s main area (batched with concurrent commits)."""
         return await self._commits[store].commit(staged, name)
+
+    async def commit_many(self, store: str, entries: Sequence[tuple[Path, str]]) -> list[Path]:
+        """Durably move several staged entries into `store`'s main area in one batch; return the final paths."""
+        return await self._commits[store].commit_many(entries)
 
     def record_minted(self, store: str, size: int) -> None:
         """Count a new instance's bytes against its store."""

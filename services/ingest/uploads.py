@@ -142,7 +142,7 @@ async def _stage_and_commit(request: web.Request, ingester: Ingester, upload: Pe
         refusal = Refusal(RefusalCode.SIZE_MISMATCH, f"{upload.name}: more than the announced {upload.size} "
                           "bytes arrived; announce the right size")
         return await ingester.refuse(ingester.plain_transaction, refusal, name=upload.name, upload_id=upload.upload_id)
-    staged = Staged(upload.upload_id, upload.store, path, Measured(result.size, result.checksums))
+    staged = Staged(upload.upload_id, upload.store, path, Measured(result.size, result.checksums), registered=True)
     who = Provenance(uploader=upload.uploader, metadata=upload.metadata)
     return await ingester.commit_staged(ingester.plain_transaction, claim, staged, who)
 

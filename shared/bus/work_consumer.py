@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aio_pika
 import asyncpg
@@ -42,17 +42,48 @@ class Once:
             )
         )
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """A transaction that records the event as handled; raises AlreadyHandled for a duplicate."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            fresh = await conn.fetchval(
+    async def record(self, conn: asyncpg.Connection) -> bool:
+        """Record the event as handled in the caller's open transaction; False if it already was (a duplicate).
+
+        For handlers whose effect is committed in a transaction they share with other events' effects (a batch):
+        the caller must not commit this event's effect when False is returned.
+        """
+        return bool(
+            await conn.fetchval(
                 "INSERT INTO handled_events (consumer, event_id) VALUES ($1, $2)"
                 " ON CONFLICT DO NOTHING RETURNING true",
                 self._consumer, self._event.event_id,
             )
-            if not fresh:
-                raise AlreadyHandled(f"event {self._event.event_id} already handled by {self._consumer}")
+        )
+
+    @staticmethod
+    async def record_all(conn: asyncpg.Connection, onces: Sequence[Once]) -> list[bool]:
+        """`record` for many events in one statement; for each, False if it was handled already (or listed twice)."""
+        if not onces:
+            return []
+        rows = await conn.fetch(
+            "INSERT INTO handled_events (consumer, event_id) SELECT * FROM unnest($1::text[], $2::uuid[])"
+            " ON CONFLICT DO NOTHING RETURNING consumer, event_id",
+            [once._consumer for once in onces], [once._event.event_id for once in onces],
+        )
+        fresh = {(r["consumer"], r["event_id"]) for r in rows}
+        recorded = []
+        for once in onces:
+            key = (once._consumer, once._event.event_id)
+            recorded.append(key in fresh)
+            fresh.discard(key)  # the same event twice in one batch: only its first listing is fresh
+        return recorded
+
+    def duplicate(self) -> AlreadyHandled:
+        """The error a handler raises when `record` found the event handled already."""
+        return AlreadyHandled(f"event {self._event.event_id} already handled by {self._consumer}")
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction that records the event as handled; raises AlreadyHandled for a duplicate."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await self.record(conn):
+                raise self.duplicate()
             yield conn
 
 

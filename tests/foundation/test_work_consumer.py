@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 
-from shared.bus import Once, Topology, WorkQueue, WorkQueueConsumer, publish_event
+from shared.bus import AlreadyHandled, Once, Topology, WorkQueue, WorkQueueConsumer, publish_event
 from shared.bus.messages import REASON_HEADER
 from shared.errors import DatabaseUnavailable, PermanentError
 from shared.events import Event, decode_event
@@ -162,3 +162,38 @@ async def test_stop_hands_back_unfinished_work(pool, amqp, work_topology, exchan
     assert await snapshot(pool) == []
     await _run(_consumer(pool, amqp, work_topology, bus_metrics, _project))
     assert len(await snapshot(pool)) == 1
+
+
+async def test_record_in_a_shared_transaction_applies_each_event_once(pool) -> None:
+    await pool.execute(PROJECTION_DDL)
+    events = [minted(i) for i in range(5)]
+    # Two handles of the same event ids (a redelivery) share transactions with other events: each applies once.
+    async with pool.acquire() as conn, conn.transaction():
+        for event in events[:3]:
+            assert await Once(pool, "batcher", event).record(conn)
+            await project_minted(conn, event)
+    async with pool.acquire() as conn, conn.transaction():
+        fresh = [event for event in events if await Once(pool, "batcher", event).record(conn)]
+        for event in fresh:
+            await project_minted(conn, event)
+    assert fresh == events[3:]
+    rows = await snapshot(pool)
+    assert len(rows) == 5 and {r[3] for r in rows} == {1}
+    assert await Once(pool, "batcher", events[0]).already_done()
+    with pytest.raises(AlreadyHandled):
+        async with Once(pool, "batcher", events[4]).transaction():
+            pass
+
+
+async def test_record_all_marks_duplicates_and_repeats_within_the_batch(pool) -> None:
+    events = [minted(i) for i in range(4)]
+    async with pool.acquire() as conn, conn.transaction():
+        assert await Once(pool, "batcher", events[0]).record(conn)
+    async with pool.acquire() as conn, conn.transaction():
+        onces = [Once(pool, "batcher", e) for e in (events[0], events[1], events[2], events[1])]
+        onces.append(Once(pool, "other-consumer", events[0]))
+        assert await Once.record_all(conn, onces) == [False, True, True, False, True]
+        assert await Once.record_all(conn, []) == []
+    for event in events[:3]:
+        assert await Once(pool, "batcher", event).already_done()
+    assert not await Once(pool, "batcher", events[3]).already_done()
