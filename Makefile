@@ -25,7 +25,7 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-test: venv services lint
+test: venv services lint typecheck
 	$(VENV)/bin/pytest
 
 bench: bench-events bench-ingest bench-plan

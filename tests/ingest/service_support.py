@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,22 +18,7 @@ from shared.events import Event, decode_event, new_event
 from shared.events.types import ObservationAnnounced
 from shared.runner import ServiceRunner
 from shared.settings import Settings, StoreSettings
-
-
-def free_port_block(size: int = 5) -> int:
-    """A base port with `size` free ports after it."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + size < 65000 and all(_port_free(base + i) for i in range(size)):
-            return base
-    raise RuntimeError("no block of free ports")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
+from tests.infra import free_port_block
 
 
 def ingest_settings(settings: Settings, store_root: Path, **options: Any) -> Settings:
