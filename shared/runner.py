@@ -59,7 +59,7 @@ class ServiceRunner:
         """Connect, migrate, declare the topology and build the service's parts, without starting them."""
         s, name = self.settings, self.spec.name
         schema = s.schema_for(name)
-        pool = await create_pool(s.database_url, schema)
+        pool = await create_pool(s.database_url, schema, max_size=s.db_pool_size)
         await apply_migrations(pool, schema, self.spec.all_migrations)
         try:
             amqp = await aio_pika.connect_robust(s.amqp_url)

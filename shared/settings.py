@@ -72,6 +72,7 @@ class Settings(BaseSettings):
 
     site: str = "local"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    db_pool_size: int = Field(default=20, ge=2, le=200)  # connections per service process
     schema_prefix: str | None = None
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     bus: BusSettings = BusSettings()

@@ -34,32 +34,35 @@ def _lock_key(schema: str, upload_id: str) -> int:
 
 
 class StagingLocks:
-    """The advisory locks of the staged entries this process writes, all held on one dedicated connection.
+    """The advisory locks of the staged entries this process writes, held on a few dedicated connections.
 
-    One connection for every lock keeps a handler to one pooled connection at a time (its transaction), so
-    no number of concurrent ingests can exhaust the pool while holding locks and waiting for a transaction.
+    Dedicated connections keep a handler to one pooled connection at a time (its transaction), so no number of
+    concurrent ingests can exhaust the pool while holding locks. An upload id always maps to the same one of
+    them (its lock and unlock must share a session); several of them let concurrent ingests lock in parallel.
     """
 
-    def __init__(self, conn: asyncpg.Connection, schema: str) -> None:
-        self._conn = conn
+    def __init__(self, conns: list[asyncpg.Connection], schema: str) -> None:
+        self._slots = [(conn, asyncio.Lock()) for conn in conns]  # a connection runs one statement at a time
         self._schema = schema
-        self._guard = asyncio.Lock()  # an asyncpg connection runs one statement at a time
 
     @classmethod
-    async def connect(cls, database_url: str, schema: str) -> StagingLocks:
-        """A lock holder with its own connection."""
-        return cls(await asyncpg.connect(database_url), schema)
+    async def connect(cls, database_url: str, schema: str, connections: int = 4) -> StagingLocks:
+        """A lock holder with its own connections."""
+        conns = [await asyncpg.connect(database_url) for _ in range(max(1, connections))]
+        return cls(conns, schema)
 
     async def close(self) -> None:
-        """Release every lock by closing the connection."""
-        await self._conn.close()
+        """Release every lock by closing the connections."""
+        for conn, _guard in self._slots:
+            await conn.close()
 
     @contextlib.asynccontextmanager
     async def hold(self, upload_id: str) -> AsyncIterator[None]:
         """Hold the right to write `upload_id`'s staged entry; StagingBusy if another writer holds it."""
         key = _lock_key(self._schema, upload_id)
-        async with self._guard:
-            taken = await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+        conn, guard = self._slots[key % len(self._slots)]
+        async with guard:
+            taken = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
         if not taken:
             raise StagingBusy(f"upload {upload_id} is being staged by another worker; it will be retried")
         try:
@@ -67,8 +70,8 @@ class StagingLocks:
         finally:
             # A broken connection has released the lock already: nothing is left to undo then.
             with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
-                async with self._guard:
-                    await self._conn.execute("SELECT pg_advisory_unlock($1)", key)
+                async with guard:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
 
 async def sweep_staging(pool: asyncpg.Pool, schema: str, stores: StoreSet, *, older_than_s: float = 0.0) -> int:

@@ -18,7 +18,7 @@ class IngestOptions:
     upload_expiry_s: float = 24 * 3600.0
     expiry_interval_s: float = 60.0
     usage_refresh_s: float = 30.0
-    prefetch: int = 4
+    prefetch: int = 16  # concurrent ingests per process: fills the mint batches (measured best on 2 cores)
     source_roots: tuple[str, ...] = ()  # empty: announcements may name any absolute path
 
 

@@ -66,9 +66,10 @@ class Site:
             "OBSFLOW_AMQP_URL": self.amqp_url, "OBSFLOW_BUS__PREFIX": self.name,
             "OBSFLOW_HTTP_BASE_PORT": str(self.port),
             "OBSFLOW_LOG_FORMAT": "json", "OBSFLOW_LOG_LEVEL": "warning", "OBSFLOW_AUTH_SECRET": SECRET,
-            "OBSFLOW_SERVICES__INGEST__PREFETCH": os.environ.get("BENCH_PREFETCH", "4"),
             "OBSFLOW_STORES": json.dumps([{"name": "main", "root": str(self.store)}]),
         }
+        if "BENCH_PREFETCH" in os.environ:  # otherwise the service's default
+            env["OBSFLOW_SERVICES__INGEST__PREFETCH"] = os.environ["BENCH_PREFETCH"]
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shared.cli.main", "service", "ingest", env=env, stderr=asyncio.subprocess.DEVNULL
         )
