@@ -54,6 +54,7 @@ class ServiceRunner:
         self.ctx: ServiceContext | None = None
         self.parts = ServiceParts()
         self.relay: OutboxRelay | None = None
+        self.failed = False  # a part died: the process exits non-zero so its supervisor restarts it
 
     async def prepare(self) -> ServiceContext:
         """Connect, migrate, declare the topology and build the service's parts, without starting them."""
@@ -118,6 +119,7 @@ class ServiceRunner:
             return
         # A part died of an error nobody handled: stop the whole service so the supervisor restarts it.
         log.error("service_part_failed", part=task.get_name(), error=repr(task.exception()))
+        self.failed = True
         self.stop_event.set()
 
     async def _start_http(self, ctx: ServiceContext) -> None:

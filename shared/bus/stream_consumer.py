@@ -20,7 +20,7 @@ from shared.bus.backoff import Backoff
 from shared.bus.messages import MARKER_HEADER, marker_of, stream_offset
 from shared.bus.topology import Topology
 from shared.db.pool import TRANSIENT_DB_ERRORS
-from shared.errors import MalformedEvent, TransientError
+from shared.errors import MalformedEvent, ObsflowError, TransientError
 from shared.events import Event, decode_event
 from shared.metrics import BusMetrics
 
@@ -39,6 +39,10 @@ class Batched:
 StreamHandler = EventHandler | Batched
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (*BROKER_ERRORS, OSError)
 _RECONNECT_ERRORS: tuple[type[BaseException], ...] = (*_CONNECTION_ERRORS, *TRANSIENT_DB_ERRORS, TransientError)
+
+
+class LeadershipLost(ObsflowError):
+    """The session holding this consumer's lock is gone: stop (the service restarts and takes the lock again)."""
 
 
 class ConsumerBusy(TransientError):
@@ -86,6 +90,7 @@ class StreamConsumer:
         self._connection: AbstractConnection | None = None
         self._ready = asyncio.Event()
         self._stopping = False
+        self._lock_conn: asyncpg.Connection | None = None
         self.applied = 0
 
     # ----- lifecycle
@@ -129,9 +134,11 @@ class StreamConsumer:
         """Hold this consumer's advisory lock: one process applies a consumer's events at a time."""
         async with self._pool.acquire() as lock_conn:
             await self._take_lock(lock_conn, stop, wait)
+            self._lock_conn = lock_conn
             try:
                 yield
             finally:
+                self._lock_conn = None
                 with contextlib.suppress(*TRANSIENT_DB_ERRORS):
                     await lock_conn.execute("SELECT pg_advisory_unlock($1)", self._lock_key())
 
@@ -168,6 +175,15 @@ class StreamConsumer:
             await backoff.wait(stop)
             if stop.is_set():
                 return
+
+    def _lock_lost(self) -> bool:
+        """True once the session holding this consumer's lock has ended."""
+        if self._lock_conn is None:
+            return False
+        try:
+            return self._lock_conn.is_closed()
+        except asyncpg.InterfaceError:  # the pool took the dead connection back already
+            return True
 
     def _lock_key(self) -> int:
         digest = hashlib.blake2b(f"stream:{self._topology.log_stream}:{self.name}".encode(), digest_size=8).digest()
@@ -215,6 +231,10 @@ class StreamConsumer:
 
     async def _process(self, inbox: asyncio.Queue[AbstractIncomingMessage]) -> None:
         while not self._stopping:
+            if self._lock_lost():
+                # The session that held this consumer's lock is gone (a database restart): another process may be
+                # applying these events now. Stop; the runner restarts the service, which takes the lock again.
+                raise LeadershipLost(f"consumer {self.name!r} lost the database session holding its lock")
             try:
                 first = await asyncio.wait_for(inbox.get(), timeout=0.5)
             except TimeoutError:

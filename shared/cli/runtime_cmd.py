@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 async def _service(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     configure_logging(args.name, settings.site, settings.log_format, settings.log_level)
-    await ServiceRunner(load_spec(args.name), settings).run_until_signalled()
-    return 0
+    runner = ServiceRunner(load_spec(args.name), settings)
+    await runner.run_until_signalled()
+    return 1 if runner.failed else 0
 
 
 async def _replay(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from shared.bus import Batched, OutboxRelay, StreamConsumer, Topology, append_events, publish_event
+from shared.bus.stream_consumer import LeadershipLost
 from shared.errors import PermanentError
 from shared.events import Event
 from shared.metrics import BusMetrics
@@ -142,3 +143,24 @@ async def test_malformed_and_failing_events_are_set_aside_and_the_rest_applied(
     assert reasons[0].startswith("MalformedEvent: message is not JSON")
     assert reasons[1] == "PermanentError: this file's metadata contradicts the catalogue"
     assert len(reasons) == 2
+
+
+async def test_a_consumer_whose_lock_session_dies_stops_rather_than_run_beside_another(
+    pool, settings, topology, exchange, bus_metrics
+):
+    await pool.execute(PROJECTION_DDL)
+    consumer = _consumer(pool, settings, topology, bus_metrics)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    await consumer.wait_ready()
+    await publish_event(exchange, minted(1))
+    await consumer.drain()
+    # The database ends the session that holds the consumer's advisory lock (as a restart would).
+    await pool.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+        " AND objid = ($1::bigint & 4294967295)::oid AND classid = (($1::bigint >> 32) & 4294967295)::oid",
+        consumer._lock_key(),
+    )
+    with pytest.raises(LeadershipLost, match="lost the database session holding its lock"):
+        await asyncio.wait_for(task, 30)
+    assert not stop.is_set()  # it stopped by itself, for the runner to restart the service
