@@ -27,14 +27,19 @@ class Batcher(Generic[Item, Result]):
 
     async def submit(self, item: Item) -> Result:
         """Run `item` in the next batch; return its result or raise its (or the whole batch's) error."""
-        done: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, done))
-        while not done.done():
+        return (await self.submit_many([item]))[0]
+
+    async def submit_many(self, items: Sequence[Item]) -> list[Result]:
+        """Run `items` together in the next batch(es); their results in order, or the first error raised."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Result]] = [loop.create_future() for _ in items]
+        self._waiting.extend(zip(items, futures, strict=True))
+        while not all(future.done() for future in futures):
             async with self._lock:
-                if not done.done():
+                if not all(future.done() for future in futures):
                     batch, self._waiting = self._waiting[: self._max_items], self._waiting[self._max_items :]
                     await self._run_batch(batch)
-        return await done
+        return [future.result() for future in futures]
 
     async def _run_batch(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:

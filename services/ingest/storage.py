@@ -11,6 +11,7 @@ import asyncpg
 import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
+from services.ingest.batching import Batcher
 from services.ingest.onepass import fsync_file
 from services.ingest.repository import used_bytes_by_store
 from services.ingest.staging import AlreadyInStore, StagingArea
@@ -32,35 +33,17 @@ class GroupCommit:
     """
 
     def __init__(self, area: StagingArea) -> None:
-        self._area = area
-        self._lock = asyncio.Lock()
-        self._waiting: list[tuple[Path, str, asyncio.Future[Path]]] = []
+        self._batches: Batcher[tuple[Path, str], Path] = Batcher(
+            lambda batch: asyncio.to_thread(_commit_batch, area, batch)
+        )
 
     async def commit(self, staged: Path, name: str) -> Path:
         """Make `staged` durable and rename it to main/<name>; return the final path."""
-        return (await self.commit_many([(staged, name)]))[0]
+        return await self._batches.submit((staged, name))
 
     async def commit_many(self, entries: Sequence[tuple[Path, str]]) -> list[Path]:
         """`commit` for several entries at once (in one batch); raises the first entry's error, if any."""
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Path]] = []
-        for staged, name in entries:
-            futures.append(loop.create_future())
-            self._waiting.append((staged, name, futures[-1]))
-        async with self._lock:
-            if not all(future.done() for future in futures):
-                batch, self._waiting = self._waiting, []
-                outcomes = await asyncio.to_thread(_commit_batch, self._area, [(s, n) for s, n, _ in batch])
-                for (_staged, _name, future), outcome in zip(batch, outcomes, strict=True):
-                    if isinstance(outcome, BaseException):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return [result for result in results if isinstance(result, Path)]
+        return await self._batches.submit_many(list(entries))
 
 
 def _commit_batch(area: StagingArea, batch: list[tuple[Path, str]]) -> list[Path | BaseException]:
