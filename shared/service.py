@@ -12,7 +12,7 @@ from aiohttp import web
 
 from shared.bus.stream_consumer import StreamConsumer, StreamHandler
 from shared.bus.topology import Topology, WorkQueue
-from shared.bus.work_consumer import WorkHandler, WorkQueueConsumer
+from shared.bus.work_consumer import WorkHandlerSpec, WorkQueueConsumer
 from shared.events import Event, Payload, new_event
 from shared.metrics import ServiceMetrics
 from shared.settings import Settings
@@ -44,7 +44,7 @@ class ServiceContext:
             batch_size=self.settings.bus.prefetch,
         )
 
-    def work_consumer(self, queue: WorkQueue, handler: WorkHandler, *, prefetch: int = 8) -> WorkQueueConsumer:
+    def work_consumer(self, queue: WorkQueue, handler: WorkHandlerSpec, *, prefetch: int = 8) -> WorkQueueConsumer:
         """A consumer of one of this service's work queues."""
         return WorkQueueConsumer(
             f"{self.name}.{queue.name}", queue, self.pool, self.amqp, self.topology, handler, self.metrics.bus,

@@ -12,13 +12,14 @@ import contextlib
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import structlog
 
 from services.ingest.repository import expired_uploads, forget_upload, known_upload_ids
 from services.ingest.storage import StoreSet
+from shared.batching import Batcher
 from shared.errors import TransientError
 
 log = structlog.get_logger()
@@ -34,44 +35,75 @@ def _lock_key(schema: str, upload_id: str) -> int:
 
 
 class StagingLocks:
-    """The advisory locks of the staged entries this process writes, held on a few dedicated connections.
+    """The advisory locks of the staged entries this process writes, held on one dedicated connection.
 
-    Dedicated connections keep a handler to one pooled connection at a time (its transaction), so no number of
-    concurrent ingests can exhaust the pool while holding locks. An upload id always maps to the same one of
-    them (its lock and unlock must share a session); several of them let concurrent ingests lock in parallel.
+    A dedicated connection keeps a handler to one pooled connection at a time (its transaction), so no number
+    of concurrent ingests can exhaust the pool while holding locks. Locks and unlocks asked for at the same
+    moment go to the server together, one statement each way (a batch of ingests pays two round trips, not
+    two per file). Session locks are re-entrant, so this process also keeps the set it holds: a second writer of
+    the same upload id here is refused like one in another process.
     """
 
-    def __init__(self, conns: list[asyncpg.Connection], schema: str) -> None:
-        self._slots = [(conn, asyncio.Lock()) for conn in conns]  # a connection runs one statement at a time
+    def __init__(self, database_url: str, schema: str) -> None:
+        self._database_url = database_url
         self._schema = schema
+        self._conn: asyncpg.Connection | None = None
+        self._held: set[int] = set()
+        self._requests: Batcher[tuple[bool, int], bool] = Batcher(self._run, max_items=1024)
 
     @classmethod
-    async def connect(cls, database_url: str, schema: str, connections: int = 4) -> StagingLocks:
-        """A lock holder with its own connections."""
-        conns = [await asyncpg.connect(database_url) for _ in range(max(1, connections))]
-        return cls(conns, schema)
+    async def connect(cls, database_url: str, schema: str) -> StagingLocks:
+        """A lock holder with its own connection."""
+        locks = cls(database_url, schema)
+        locks._conn = await asyncpg.connect(database_url)
+        return locks
 
     async def close(self) -> None:
-        """Release every lock by closing the connections."""
-        for conn, _guard in self._slots:
-            await conn.close()
+        """Release every lock by closing the connection."""
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def _run(self, requests: list[tuple[bool, int]]) -> list[bool]:
+        if self._conn is None or self._conn.is_closed():
+            # The locks died with the old session; what is asked from now on is held on a new one.
+            self._conn = await asyncpg.connect(self._database_url)
+        releases = [key for take, key in requests if not take]
+        if releases:
+            await self._conn.execute("SELECT pg_advisory_unlock(k) FROM unnest($1::bigint[]) AS k", releases)
+        takes = list(dict.fromkeys(key for take, key in requests if take))
+        taken: set[int] = set()
+        if takes:
+            rows = await self._conn.fetch(
+                "SELECT k FROM unnest($1::bigint[]) AS k WHERE pg_try_advisory_lock(k)", takes
+            )
+            taken = {r["k"] for r in rows}
+        return [take and key in taken for take, key in requests]
 
     @contextlib.asynccontextmanager
     async def hold(self, upload_id: str) -> AsyncIterator[None]:
         """Hold the right to write `upload_id`'s staged entry; StagingBusy if another writer holds it."""
-        key = _lock_key(self._schema, upload_id)
-        conn, guard = self._slots[key % len(self._slots)]
-        async with guard:
-            taken = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
-        if not taken:
-            raise StagingBusy(f"upload {upload_id} is being staged by another worker; it will be retried")
-        try:
+        async with self.hold_many([upload_id]) as taken:
+            if upload_id not in taken:
+                raise StagingBusy(f"upload {upload_id} is being staged by another worker; it will be retried")
             yield
+
+    @contextlib.asynccontextmanager
+    async def hold_many(self, upload_ids: Sequence[str]) -> AsyncIterator[set[str]]:
+        """Hold the ids no other writer holds, in one round trip; yields those taken (the others are busy)."""
+        keys = {upload_id: _lock_key(self._schema, upload_id) for upload_id in upload_ids}
+        wanted = {u: k for u, k in keys.items() if k not in self._held}
+        self._held.update(wanted.values())
+        mine: dict[str, int] = {}
+        try:
+            granted = await self._requests.submit_many([(True, key) for key in wanted.values()])
+            mine = {u: k for (u, k), ok in zip(wanted.items(), granted, strict=True) if ok}
+            yield set(mine)
         finally:
-            # A broken connection has released the lock already: nothing is left to undo then.
-            with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
-                async with guard:
-                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            self._held.difference_update(wanted.values())
+            if mine:
+                # A broken connection has released the locks already: nothing is left to undo then.
+                with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
+                    await self._requests.submit_many([(False, key) for key in mine.values()])
 
 
 async def sweep_staging(pool: asyncpg.Pool, schema: str, stores: StoreSet, *, older_than_s: float = 0.0) -> int:

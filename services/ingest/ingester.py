@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 import stat
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +23,6 @@ from typing import Any
 import asyncpg
 import structlog
 
-from services.ingest.batching import Batcher
 from services.ingest.digest import TreeRefused, copy_tree_and_digest
 from services.ingest.hygiene import StagingLocks
 from services.ingest.minting import (
@@ -48,6 +47,7 @@ from services.ingest.repository import (
 from services.ingest.staging import StagingArea
 from services.ingest.storage import StoreSet
 from services.ingest.stores import NoStoreAvailable
+from shared.batching import Batcher
 from shared.bus import Once, append_events
 from shared.events import Event, Payload
 from shared.events.types import FileMinted, IngestRejected, InstanceCreated
@@ -147,10 +147,18 @@ class Ingester:
         except NoStoreAvailable as e:
             return Refusal(RefusalCode.NO_STORE, str(e))
 
-    async def stage_copy(self, source: Path, store: str, upload_id: str, algorithms: tuple[str, ...]) -> Staged:
-        """Copy a file or directory into staging in one pass (blocking work in a thread)."""
-        area = self.stores.area(store)
-        return await asyncio.to_thread(_copy_into_staging, area, source, store, upload_id, algorithms)
+    async def stage_copies(self, orders: Sequence[CopyOrder]) -> list[Staged | BaseException]:
+        """Copy files or directories into staging in one pass each; each one's Staged, or the error it met.
+
+        The copies run in up to `copy_threads` threads, each taking a share balanced by size in one hand-off
+        (many small files cost a few thread hops, not one each; large ones still copy side by side).
+        """
+        groups = _balanced(orders, self.options.copy_threads)
+        done = await asyncio.gather(*(asyncio.to_thread(_copy_group, self.stores, group) for group in groups))
+        staged: dict[int, Staged | BaseException] = {}
+        for group, results in zip(groups, done, strict=True):
+            staged.update(zip((index for index, _ in group), results, strict=True))
+        return [staged[index] for index in range(len(orders))]
 
     async def commit_staged(
         self, tx: Transaction, claim: Claim, staged: Staged, who: Provenance, once: Once | None = None
@@ -160,28 +168,57 @@ class Ingester:
         A work handler passes its `once`: the event is then recorded as handled in the (batched) minting
         transaction, and AlreadyHandled is raised for a duplicate.
         """
-        area = self.stores.area(staged.store)
-        verdict = check_size(staged.measured.size, self.options.max_file_bytes) or decide_mint(
-            claim, staged.measured, None
-        )
-        if isinstance(verdict, Refusal):
-            await asyncio.to_thread(area.discard, staged.path)
-            async with tx() as conn:
-                if staged.registered:
-                    await forget_upload(conn, staged.upload_id)
-                await self.record_refusal(conn, verdict, name=claim.name, upload_id=staged.upload_id,
-                                          caused_by=who.caused_by)
-            return verdict
-        outcome: Outcome | None = None
+        (outcome,) = await self.commit_staged_many([(tx, MintRequest(claim, staged, who, once))])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def commit_staged_many(
+        self, requests: Sequence[tuple[Transaction, MintRequest]]
+    ) -> list[Outcome | BaseException]:
+        """`commit_staged` for many: mismatches refused one by one (in their `tx`), the rest minted together."""
+        outcomes: list[Outcome | BaseException | None] = [None] * len(requests)
+        refused: list[tuple[int, Refusal]] = []
+        to_mint: list[int] = []
+        for index, (_tx, request) in enumerate(requests):
+            verdict = check_size(request.staged.measured.size, self.options.max_file_bytes) or decide_mint(
+                request.claim, request.staged.measured, None
+            )
+            if isinstance(verdict, Refusal):
+                refused.append((index, verdict))
+            else:
+                to_mint.append(index)
         try:
             # Minted together with whatever concurrent ingests are ready: one transaction, one fsync round.
-            outcome = await self._mints.submit(MintRequest(claim, staged, who, once))
+            minted = await self._mints.submit_each([requests[index][1] for index in to_mint])
+            for index, outcome in zip(to_mint, minted, strict=True):
+                outcomes[index] = outcome
         finally:
-            # Whatever happened, nothing of this attempt may stay staged (a retry stages afresh); a minted
-            # file was renamed away, so there is nothing to remove then (and no thread hop to pay for).
-            if not (isinstance(outcome, Minted) and outcome.created):
-                await asyncio.to_thread(area.discard, staged.path)
-        return outcome
+            # Whatever happened, nothing of these attempts may stay staged (a retry stages afresh); a minted
+            # file was renamed away, so there is nothing to remove then.
+            leftovers = [requests[index][1].staged for index, outcome in enumerate(outcomes)
+                         if not (isinstance(outcome, Minted) and outcome.created)]
+            if leftovers:
+                await asyncio.to_thread(self._discard_all, leftovers)
+        for index, refusal in refused:
+            tx, request = requests[index]
+            try:
+                outcomes[index] = await self._refuse_staged(tx, request, refusal)
+            except Exception as e:  # this request's error only; the others stand
+                outcomes[index] = e
+        return [o if o is not None else RuntimeError("commit left a request undecided") for o in outcomes]
+
+    def _discard_all(self, leftovers: Sequence[Staged]) -> None:
+        for staged in leftovers:
+            self.stores.area(staged.store).discard(staged.path)
+
+    async def _refuse_staged(self, tx: Transaction, request: MintRequest, refusal: Refusal) -> Refusal:
+        async with tx() as conn:
+            if request.staged.registered:
+                await forget_upload(conn, request.staged.upload_id)
+            await self.record_refusal(conn, refusal, name=request.claim.name, upload_id=request.staged.upload_id,
+                                      caused_by=request.who.caused_by)
+        return refusal
 
     async def _mint_batch(self, requests: list[MintRequest]) -> list[Outcome | BaseException]:
         """ONE transaction for every request: handled ids, files rows, the commits into main, instances, events."""
@@ -271,17 +308,48 @@ async def _pool_transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connect
         yield conn
 
 
-def _copy_into_staging(
-    area: StagingArea, source: Path, store: str, upload_id: str, algorithms: tuple[str, ...]
-) -> Staged:
-    staged = area.new_upload(upload_id)
-    if stat.S_ISDIR(os.stat(source).st_mode):
-        tree = copy_tree_and_digest(source, staged)
-        return Staged(upload_id, store, staged, Measured(tree.size, {XXH3_128: tree.digest}), is_directory=True)
+@dataclass(frozen=True)
+class CopyOrder:
+    """A source to copy into a store's staging area under an upload id, with the checksums to compute."""
+
+    source: Path
+    store: str
+    upload_id: str
+    algorithms: tuple[str, ...]
+    size: int  # for sharing the copies out between threads (0 for a directory: not known before the walk)
+
+
+def _balanced(orders: Sequence[CopyOrder], threads: int) -> list[list[tuple[int, CopyOrder]]]:
+    """Orders (with their index) shared between at most `threads` groups, largest first to the lightest group."""
+    groups: list[list[tuple[int, CopyOrder]]] = [[] for _ in range(min(threads, len(orders)))]
+    loads = [0] * len(groups)
+    for index, order in sorted(enumerate(orders), key=lambda entry: -entry[1].size):
+        lightest = loads.index(min(loads))
+        groups[lightest].append((index, order))
+        loads[lightest] += max(order.size, 1)
+    return groups
+
+
+def _copy_group(stores: StoreSet, group: list[tuple[int, CopyOrder]]) -> list[Staged | BaseException]:
+    results: list[Staged | BaseException] = []
+    for _index, order in group:
+        try:
+            results.append(_copy_into_staging(stores.area(order.store), order))
+        except Exception as e:  # this copy's error only; the group's other copies go on
+            results.append(e)
+    return results
+
+
+def _copy_into_staging(area: StagingArea, order: CopyOrder) -> Staged:
+    staged = area.new_upload(order.upload_id)
+    if stat.S_ISDIR(os.stat(order.source).st_mode):
+        tree = copy_tree_and_digest(order.source, staged)
+        measured = Measured(tree.size, {XXH3_128: tree.digest})
+        return Staged(order.upload_id, order.store, staged, measured, is_directory=True)
     # fsynced here, in the copy's own thread: concurrent copies' fsyncs share journal commits, and the mint
     # batch's own fsync of the entry then finds nothing left to write.
-    copied = copy_and_checksum(source, staged, algorithms)
-    return Staged(upload_id, store, staged, Measured(copied.size, copied.checksums))
+    copied = copy_and_checksum(order.source, staged, order.algorithms)
+    return Staged(order.upload_id, order.store, staged, Measured(copied.size, copied.checksums))
 
 
-__all__ = ["Ingester", "Minted", "Outcome", "Provenance", "Staged", "TreeRefused", "algorithms_for"]
+__all__ = ["CopyOrder", "Ingester", "Minted", "Outcome", "Provenance", "Staged", "TreeRefused", "algorithms_for"]

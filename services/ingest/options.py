@@ -18,12 +18,13 @@ class IngestOptions:
     upload_expiry_s: float = 24 * 3600.0
     expiry_interval_s: float = 60.0
     usage_refresh_s: float = 30.0
-    prefetch: int = 16  # concurrent ingests per process: fills the mint batches (measured best on 2 cores)
+    prefetch: int = 64  # announcements in flight per process: they are handled in batches of what is waiting
+    copy_threads: int = 4  # threads a batch's copies are shared between
     source_roots: tuple[str, ...] = ()  # empty: announcements may name any absolute path
 
 
 _NUMBERS = {"max_file_bytes": int, "upload_expiry_s": float, "expiry_interval_s": float,
-            "usage_refresh_s": float, "prefetch": int}
+            "usage_refresh_s": float, "prefetch": int, "copy_threads": int}
 
 
 def ingest_options(raw: dict[str, Any]) -> IngestOptions:

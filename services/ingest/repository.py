@@ -65,6 +65,14 @@ async def find_file(db: Executor, name: str) -> ExistingFile | None:
     return _existing(await db.fetchrow(f"SELECT {_FILE_COLUMNS} FROM files WHERE name = $1", name))
 
 
+async def find_files(db: Executor, names: list[str]) -> dict[str, ExistingFile]:
+    """The files minted under any of `names`, by name."""
+    if not names:
+        return {}
+    rows = await db.fetch(f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ANY($1::text[])", names)
+    return {row["name"]: ExistingFile(row["name"], row["size"], row["checksum"], row["md5"]) for row in rows}
+
+
 async def insert_file(conn: asyncpg.Connection, new: NewFile) -> datetime | None:
     """Insert the file row; None if the name is taken (a concurrent minter waits here for the other's commit)."""
     return await conn.fetchval(

@@ -41,7 +41,9 @@ async def build(ctx: ServiceContext) -> ServiceParts:
             await locks.close()  # after the consumers have stopped: releases whatever a cancelled copy held
 
     return ServiceParts(
-        work_consumers=[ctx.work_consumer(ANNOUNCED_QUEUE, announced_handler(ingester), prefetch=options.prefetch)],
+        work_consumers=[
+            ctx.work_consumer(ANNOUNCED_QUEUE, announced_handler(ingester, options), prefetch=options.prefetch)
+        ],
         routes=upload_routes(ingester),
         background=[refresh_store_usage, expire_abandoned_uploads],
     )

@@ -11,11 +11,11 @@ import asyncpg
 import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
-from services.ingest.batching import Batcher
 from services.ingest.onepass import fsync_file
 from services.ingest.repository import used_bytes_by_store
 from services.ingest.staging import AlreadyInStore, StagingArea
 from services.ingest.stores import StoreConfig, StoreState, StoreUsage, choose_store, measure_usage
+from shared.batching import Batcher
 from shared.errors import ConfigurationError
 from shared.settings import StoreSettings
 

@@ -4,9 +4,9 @@ from shared.bus.messages import publish_event
 from shared.bus.outbox import OutboxRelay, append_events
 from shared.bus.stream_consumer import Batched, StreamConsumer
 from shared.bus.topology import Topology, WorkQueue
-from shared.bus.work_consumer import AlreadyHandled, Once, WorkQueueConsumer
+from shared.bus.work_consumer import AlreadyHandled, BatchedWork, Once, WorkQueueConsumer
 
 __all__ = [
-    "AlreadyHandled", "Batched", "Once", "OutboxRelay", "StreamConsumer", "Topology", "WorkQueue", "WorkQueueConsumer",
-    "append_events", "publish_event",
+    "AlreadyHandled", "Batched", "BatchedWork", "Once", "OutboxRelay", "StreamConsumer", "Topology", "WorkQueue",
+    "WorkQueueConsumer", "append_events", "publish_event",
 ]

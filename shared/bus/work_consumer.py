@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import aio_pika
 import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 
+from shared.batching import Batcher
 from shared.bus.acking import Disposition, classify, describe
 from shared.bus.messages import REASON_HEADER
 from shared.bus.topology import Topology, WorkQueue
@@ -41,6 +43,21 @@ class Once:
                 self._consumer, self._event.event_id,
             )
         )
+
+    @staticmethod
+    async def done_among(pool: asyncpg.Pool, onces: Sequence[Once]) -> list[bool]:
+        """`already_done` for many events in one query."""
+        if not onces:
+            return []
+        done = {
+            (r["consumer"], r["event_id"])
+            for r in await pool.fetch(
+                "SELECT consumer, event_id FROM handled_events"
+                " WHERE (consumer, event_id) IN (SELECT * FROM unnest($1::text[], $2::uuid[]))",
+                [once._consumer for once in onces], [once._event.event_id for once in onces],
+            )
+        }
+        return [(once._consumer, once._event.event_id) in done for once in onces]
 
     async def record(self, conn: asyncpg.Connection) -> bool:
         """Record the event as handled in the caller's open transaction; False if it already was (a duplicate).
@@ -90,6 +107,35 @@ class Once:
 WorkHandler = Callable[[Event, Once], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class BatchedWork:
+    """A work handler that takes the deliveries waiting together (up to `max_items`) in one call.
+
+    `handle` returns, for each (event, once) in order, None when its effect is committed or the exception that
+    event's delivery is settled by (the ack policy, as for a single handler: AlreadyHandled acks a duplicate).
+    If it raises, every delivery of the batch is settled by that error. Up to `concurrency` calls run at once.
+    """
+
+    handle: Callable[[Sequence[tuple[Event, Once]]], Awaitable[Sequence[BaseException | None]]]
+    max_items: int = 64
+    concurrency: int = 2
+
+
+WorkHandlerSpec = WorkHandler | BatchedWork
+
+
+def _one_by_one(batched: BatchedWork) -> WorkHandler:
+    """Each delivery submits itself and waits for its own result; the ones waiting meanwhile form the next batch."""
+    batches: Batcher[tuple[Event, Once], None] = Batcher(
+        batched.handle, max_items=batched.max_items, concurrency=batched.concurrency
+    )
+
+    async def handle(event: Event, once: Once) -> None:
+        await batches.submit((event, once))
+
+    return handle
+
+
 class WorkQueueConsumer:
     """Consumes one quorum work queue with up to `prefetch` events in flight, settling each by the ack policy."""
 
@@ -100,7 +146,7 @@ class WorkQueueConsumer:
         pool: asyncpg.Pool,
         connection: AbstractRobustConnection,
         topology: Topology,
-        handler: WorkHandler,
+        handler: WorkHandlerSpec,
         metrics: BusMetrics,
         *,
         prefetch: int = 8,
@@ -111,7 +157,7 @@ class WorkQueueConsumer:
         self._pool = pool
         self._connection = connection
         self._topology = topology
-        self._handler = handler
+        self._handle_one = _one_by_one(handler) if isinstance(handler, BatchedWork) else handler
         self._metrics = metrics
         self._prefetch = prefetch
         self._retry_base_s = retry_base_s
@@ -181,7 +227,7 @@ class WorkQueueConsumer:
             return Disposition.DEAD_LETTER, describe(e)
         with structlog.contextvars.bound_contextvars(event_id=str(event.event_id)):
             try:
-                await self._handler(event, Once(self._pool, self.name, event))
+                await self._handle_one(event, Once(self._pool, self.name, event))
             except AlreadyHandled:
                 self._metrics.duplicates.labels(self.name).inc()
                 return Disposition.ACK, None
