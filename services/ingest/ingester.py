@@ -15,7 +15,7 @@ import os
 import stat
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from services.ingest.onepass import MD5, XXH3_128, copy_and_checksum
 from services.ingest.options import IngestOptions
 from services.ingest.repository import (
     NewFile,
+    file_document_of,
     find_file,
     forget_upload,
     forget_uploads,
@@ -82,10 +83,14 @@ class MintRequest:
 
 @dataclass(frozen=True)
 class Minted:
-    """The file that now exists under the claimed name; `created` is False for an idempotent return."""
+    """The file that now exists under the claimed name; `created` is False for an idempotent return.
+
+    A new file carries its document (as the HTTP API shows it), known without reading it back.
+    """
 
     name: str
     created: bool
+    document: dict[str, Any] | None = field(default=None, compare=False)
 
 
 Outcome = Minted | Refusal
@@ -242,10 +247,10 @@ class Ingester:
                     outcomes[index] = await self._existing_name(conn, requests[index], news[index])
                 else:
                     fresh_files.append((index, news[index], created_at))
-            events = await self._commit_fresh(conn, [(requests[i], new, at) for i, new, at in fresh_files])
+            events, documents = await self._commit_fresh(conn, [(requests[i], new, at) for i, new, at in fresh_files])
             await append_events(conn, events)
         for index, new, _created_at in fresh_files:
-            outcomes[index] = Minted(new.name, created=True)
+            outcomes[index] = Minted(new.name, created=True, document=documents[new.name])
             self.stores.record_minted(requests[index].staged.store, new.size)
         return [o if o is not None else RuntimeError("mint batch left a request undecided") for o in outcomes]
 
@@ -262,8 +267,9 @@ class Ingester:
 
     async def _commit_fresh(
         self, conn: asyncpg.Connection, fresh: list[tuple[MintRequest, NewFile, datetime]]
-    ) -> list[Event]:
-        """Commit the new files into main (durable before the rows say so), insert instances; their events."""
+    ) -> tuple[list[Event], dict[str, dict[str, Any]]]:
+        """Commit the new files into main (durable before the rows say so), insert instances; their events and
+        their documents (as `file_document` would read them back)."""
         finals: dict[str, Path] = {}
         for store in sorted({request.staged.store for request, _, _ in fresh}):
             mine = [(request.staged.path, new.name) for request, new, _ in fresh if request.staged.store == store]
@@ -273,6 +279,7 @@ class Ingester:
             conn, [(new.name, request.staged.store, str(finals[new.name]), new.size) for request, new, _ in fresh]
         )
         events: list[Event] = []
+        documents: dict[str, dict[str, Any]] = {}
         for request, new, created_at in fresh:
             store, final_path, who = request.staged.store, str(finals[new.name]), request.who
             minted = FileMinted(
@@ -286,8 +293,9 @@ class Ingester:
                 checksum=new.checksum, verified_at=verified[new.name],
             )
             events += [self._make_event(minted, who.caused_by), self._make_event(instance, who.caused_by)]
+            documents[new.name] = file_document_of(new, created_at, [(store, final_path, new.size, verified[new.name])])
             log.info("file_minted", name=new.name, size=new.size, store=store, uploader=new.uploader)
-        return events
+        return events, documents
 
     def _new_file(self, claim: Claim, staged: Staged, who: Provenance) -> NewFile:
         observation = parse_observation(claim.name, claim.file_type)

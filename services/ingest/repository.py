@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -134,21 +136,46 @@ async def insert_instances(conn: asyncpg.Connection, rows: list[tuple[str, str, 
 
 async def file_document(db: Executor, name: str) -> dict[str, Any] | None:
     """A file and its local instances as the HTTP API returns them."""
-    row = await db.fetchrow(
-        "SELECT name, size, checksum, md5, file_type, is_directory, observation_id, start_jd, duration_s,"
-        " origin_site, uploader, created_at FROM files WHERE name = $1", name,
-    )
-    if row is None:
-        return None
-    instances = await db.fetch(
-        "SELECT store, path, size, verified_at FROM instances WHERE file_name = $1 ORDER BY store, path", name
-    )
+    async with _one_connection(db) as conn:
+        row = await conn.fetchrow(
+            "SELECT name, size, checksum, md5, file_type, is_directory, observation_id, start_jd, duration_s,"
+            " origin_site, uploader, created_at FROM files WHERE name = $1", name,
+        )
+        if row is None:
+            return None
+        instances = await conn.fetch(
+            "SELECT store, path, size, verified_at FROM instances WHERE file_name = $1 ORDER BY store, path", name
+        )
     document = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in dict(row).items()}
-    document["instances"] = [
-        {"store": r["store"], "path": r["path"], "size": r["size"], "verified_at": r["verified_at"].isoformat()}
-        for r in instances
-    ]
+    document["instances"] = [_instance_document(r["store"], r["path"], r["size"], r["verified_at"]) for r in instances]
     return document
+
+
+def file_document_of(
+    new: NewFile, created_at: datetime, instances: list[tuple[str, str, int, datetime]]
+) -> dict[str, Any]:
+    """The document `file_document` reads back for a file just minted, from what minting it knew."""
+    return {
+        "name": new.name, "size": new.size, "checksum": new.checksum, "md5": new.md5, "file_type": new.file_type,
+        "is_directory": new.is_directory, "observation_id": new.observation_id, "start_jd": new.start_jd,
+        "duration_s": new.duration_s, "origin_site": new.origin_site, "uploader": new.uploader,
+        "created_at": created_at.isoformat(),
+        "instances": [_instance_document(*instance) for instance in sorted(instances)],
+    }
+
+
+def _instance_document(store: str, path: str, size: int, verified_at: datetime) -> dict[str, Any]:
+    return {"store": store, "path": path, "size": size, "verified_at": verified_at.isoformat()}
+
+
+@contextlib.asynccontextmanager
+async def _one_connection(db: Executor) -> AsyncIterator[asyncpg.Connection]:
+    """`db` itself, or one connection of it held for several statements (one pool round trip, not one each)."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            yield conn
+    else:
+        yield db
 
 
 async def used_bytes_by_store(db: Executor) -> dict[str, int]:

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -21,9 +22,10 @@ from services.ingest.minting import (
     check_claim,
     decide_before_copy,
 )
-from services.ingest.onepass import ChecksummingWriter, UploadTooLarge
+from services.ingest.onepass import ChecksummingWriter, CopyResult, UploadTooLarge
 from services.ingest.path_ingest import default_name, ingest_path
 from services.ingest.repository import PendingUpload, file_document, find_file, find_upload, register_upload
+from services.ingest.staging import StagingArea
 from shared.auth import Principal, Role
 from shared.errors import PermanentError
 from shared.http.auth import principal_of, requires
@@ -31,6 +33,7 @@ from shared.http.errors import json_error
 
 READ_CHUNK = 1024 * 1024
 WRITE_BYTES = 8 * 1024 * 1024  # written in a thread in chunks this large, while the next chunk is read
+WHOLE_BODY_BYTES = 4 * 1024 * 1024  # a body up to this size is read whole, then written in one go
 
 
 class BadUploadRequest(PermanentError):
@@ -72,7 +75,7 @@ def _refused(refusal: Refusal) -> web.Response:
 async def _respond(ingester: Ingester, outcome: Outcome) -> web.Response:
     if isinstance(outcome, Refusal):
         return _refused(outcome)
-    document = await file_document(ingester.pool, outcome.name)
+    document = outcome.document or await file_document(ingester.pool, outcome.name)
     return web.json_response({"file": document, "created": outcome.created}, status=201 if outcome.created else 200)
 
 
@@ -133,11 +136,17 @@ async def receive_upload(ingester: Ingester, request: web.Request) -> web.Stream
 async def _stage_and_commit(request: web.Request, ingester: Ingester, upload: PendingUpload) -> Outcome:
     claim = upload.claim
     area = ingester.stores.area(upload.store)
-    path = await asyncio.to_thread(area.new_upload, upload.upload_id)
-    writer = await asyncio.to_thread(ChecksummingWriter, path, algorithms_for(claim), upload.size)
+    algorithms = algorithms_for(claim)
     try:
-        await _receive(request, writer)
-        result = await asyncio.to_thread(writer.finish)
+        if request.content_length is not None and request.content_length <= WHOLE_BODY_BYTES:
+            # A small body is read whole and staged in one thread hop (open, checksum, write, fsync).
+            body = await request.content.readexactly(request.content_length)
+            path, result = await asyncio.to_thread(_stage_whole, area, upload, body, algorithms)
+        else:
+            path = await asyncio.to_thread(area.new_upload, upload.upload_id)
+            writer = await asyncio.to_thread(ChecksummingWriter, path, algorithms, upload.size)
+            await _receive(request, writer)
+            result = await asyncio.to_thread(writer.finish)
     except UploadTooLarge:
         refusal = Refusal(RefusalCode.SIZE_MISMATCH, f"{upload.name}: more than the announced {upload.size} "
                           "bytes arrived; announce the right size")
@@ -147,27 +156,47 @@ async def _stage_and_commit(request: web.Request, ingester: Ingester, upload: Pe
     return await ingester.commit_staged(ingester.plain_transaction, claim, staged, who)
 
 
+def _stage_whole(
+    area: StagingArea, upload: PendingUpload, body: bytes, algorithms: tuple[str, ...]
+) -> tuple[Path, CopyResult]:
+    path = area.new_upload(upload.upload_id)
+    with ChecksummingWriter(path, algorithms, upload.size) as writer:
+        writer.write(body)
+        return path, writer.finish()
+
+
 async def _receive(request: web.Request, writer: ChecksummingWriter) -> None:
-    """Read the body in chunks and write them in a thread, reading the next chunk while one is written."""
+    """Read the body in chunks and write them in a thread, reading the next chunks while some are written.
+
+    Chunks are handed over as they came (a list, never joined): the event loop copies no byte of the body.
+    """
     pending: asyncio.Future[None] | None = None
-    buffer = bytearray()
+    chunks: list[bytes] = []
+    gathered = 0
     try:
         async for chunk in request.content.iter_chunked(READ_CHUNK):
-            buffer += chunk
-            if len(buffer) >= WRITE_BYTES:
+            chunks.append(chunk)
+            gathered += len(chunk)
+            if gathered >= WRITE_BYTES:
                 if pending is not None:
                     await pending
-                pending, buffer = asyncio.ensure_future(asyncio.to_thread(writer.write, buffer)), bytearray()
+                pending = asyncio.ensure_future(asyncio.to_thread(_write_chunks, writer, chunks))
+                chunks, gathered = [], 0
         if pending is not None:
             await pending
             pending = None
-        if buffer:
-            await asyncio.to_thread(writer.write, buffer)
+        if chunks:
+            await asyncio.to_thread(_write_chunks, writer, chunks)
     except BaseException:
         if pending is not None:
             await asyncio.wait([pending])  # never close the file under a write still running in its thread
         writer.abort()
         raise
+
+
+def _write_chunks(writer: ChecksummingWriter, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        writer.write(chunk)
 
 
 async def upload_local_path(ingester: Ingester, request: web.Request) -> web.StreamResponse:
