@@ -29,7 +29,8 @@ class Batcher(Generic[Item, Result]):
         self._max_items = max_items
         self._concurrency = concurrency
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
-        self._runners: set[asyncio.Task[None]] = set()
+        self._runners: set[asyncio.Task[None]] = set()  # held so that no runner is garbage-collected mid-batch
+        self._running = 0
 
     async def submit(self, item: Item) -> Result:
         """Run `item` in the next batch; return its result or raise its (or the whole batch's) error."""
@@ -50,7 +51,8 @@ class Batcher(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Result]] = [loop.create_future() for _ in items]
         self._waiting.extend(zip(items, futures, strict=True))
-        if len(self._runners) < self._concurrency:
+        if self._running < self._concurrency:
+            self._running += 1
             runner = loop.create_task(self._drain())
             self._runners.add(runner)
             runner.add_done_callback(self._runners.discard)
@@ -65,11 +67,16 @@ class Batcher(Generic[Item, Result]):
     async def _drain(self) -> None:
         """Run batches of what is waiting until nothing is (a runner starts on the next turn of the loop, so the
         items submitted in the same burst share its first batch)."""
-        while self._waiting:
-            live = [entry for entry in self._waiting if not entry[1].done()]
-            batch, self._waiting = live[: self._max_items], live[self._max_items :]
-            if batch:
-                await self._run_batch(batch)
+        try:
+            while self._waiting:
+                live = [entry for entry in self._waiting if not entry[1].done()]
+                batch, self._waiting = live[: self._max_items], live[self._max_items :]
+                if batch:
+                    await self._run_batch(batch)
+        finally:
+            # No await between the last look at the waiting list and this: whatever is submitted from now on
+            # finds a free slot and starts a runner of its own.
+            self._running -= 1
 
     async def _run_batch(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:

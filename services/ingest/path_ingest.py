@@ -123,12 +123,13 @@ async def _copy_and_commit(
 ) -> dict[int, Outcome | BaseException]:
     """Stage the ordered copies under their locks and mint them; copies that cannot be read join `refusals`."""
     results: dict[int, Outcome | BaseException] = {}
-    async with ingester.locks.hold_many([order.upload_id for order in orders.values()]) as taken:
+    first = {order.upload_id: index for index, order in reversed(orders.items())}  # one writer per entry
+    async with ingester.locks.hold_many(list(first)) as taken:
         for index, order in orders.items():
-            if order.upload_id not in taken:
+            if order.upload_id not in taken or first[order.upload_id] != index:
                 results[index] = StagingBusy(f"upload {order.upload_id} is being staged by another worker; "
                                              "it will be retried")
-        mine = [index for index, order in orders.items() if order.upload_id in taken]
+        mine = [index for index, order in orders.items() if index not in results]
         staged: dict[int, Staged] = {}
         for index, copied in zip(mine, await ingester.stage_copies([orders[i] for i in mine]), strict=True):
             if isinstance(copied, FileNotFoundError):

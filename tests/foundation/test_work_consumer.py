@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aio_pika
+import asyncpg
 import pytest
 
-from shared.bus import AlreadyHandled, Once, Topology, WorkQueue, WorkQueueConsumer, publish_event
+from shared.bus import AlreadyHandled, BatchedWork, Once, Topology, WorkQueue, WorkQueueConsumer, publish_event
 from shared.bus.messages import REASON_HEADER
 from shared.errors import DatabaseUnavailable, PermanentError
 from shared.events import Event, decode_event
@@ -197,3 +199,160 @@ async def test_record_all_marks_duplicates_and_repeats_within_the_batch(pool) ->
     for event in events[:3]:
         assert await Once(pool, "batcher", event).already_done()
     assert not await Once(pool, "batcher", events[3]).already_done()
+
+
+class BatchedProjector:
+    """A batched work handler written as a real one is: the batch's events recorded and applied in one transaction
+    (`Once.record_all`), a duplicate answered with `once.duplicate()`; `failures` lists, per event id, the errors
+    its next deliveries get instead. The first batch is held until `hold_first` returns (to let a burst gather)."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, failures: dict[uuid.UUID, list[Exception]] | None = None,
+        hold_first: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.batches: list[list[uuid.UUID]] = []
+        self._pool = pool
+        self._failures = failures or {}
+        self._hold_first = hold_first
+
+    def work(self, *, max_items: int = 8, concurrency: int = 1) -> BatchedWork:
+        return BatchedWork(self.handle, max_items=max_items, concurrency=concurrency)
+
+    async def handle(self, deliveries: Sequence[tuple[Event, Once]]) -> list[BaseException | None]:
+        self.batches.append([event.event_id for event, _ in deliveries])
+        if len(self.batches) == 1 and self._hold_first is not None:
+            await self._hold_first()
+        results: list[BaseException | None] = [
+            failures.pop(0) if (failures := self._failures.get(event.event_id)) else None for event, _ in deliveries
+        ]
+        fine = [index for index, result in enumerate(results) if result is None]
+        async with self._pool.acquire() as conn, conn.transaction():
+            fresh = await Once.record_all(conn, [deliveries[index][1] for index in fine])
+            for index, is_new in zip(fine, fresh, strict=True):
+                if is_new:
+                    await project_minted(conn, deliveries[index][0])
+                else:
+                    results[index] = deliveries[index][1].duplicate()
+        return results
+
+    def attempts(self, event: Event) -> int:
+        """How many times `event` was handed to the handler."""
+        return sum(batch.count(event.event_id) for batch in self.batches)
+
+    def batch_of(self, event: Event) -> list[uuid.UUID]:
+        """The (first) batch `event` came in."""
+        return next(batch for batch in self.batches if event.event_id in batch)
+
+
+async def _ready(amqp, topology: Topology) -> int:
+    """Messages waiting in the work queue (not yet delivered to a consumer)."""
+    channel = await amqp.channel()
+    queue = await channel.declare_queue(topology.queue_name(QUEUE.name), passive=True)
+    count = int(queue.declaration_result.message_count or 0)
+    await channel.close()
+    return count
+
+
+def _until_ready_is(amqp, topology: Topology, count: int) -> Callable[[], Awaitable[None]]:
+    """Wait until the broker has delivered all but `count` messages (the rest of the prefetch is with us)."""
+
+    async def hold() -> None:
+        await wait_for(lambda: _ready_count_is(amqp, topology, count), timeout_s=10)
+
+    return hold
+
+
+async def _ready_count_is(amqp, topology: Topology, count: int) -> bool:
+    return await _ready(amqp, topology) == count
+
+
+async def _handled_ids(pool: asyncpg.Pool) -> list[uuid.UUID]:
+    return [r["event_id"] for r in await pool.fetch("SELECT event_id FROM handled_events WHERE consumer = 'worker'")]
+
+
+async def test_batched_handler_takes_a_burst_in_batches_and_applies_redeliveries_once(
+    pool, amqp, work_topology, exchange, bus_metrics
+) -> None:
+    await pool.execute(PROJECTION_DDL)
+    events = [minted(i) for i in range(24)]
+    for event in events + events[:6]:
+        await publish_event(exchange, event)
+    projector = BatchedProjector(pool, hold_first=_until_ready_is(amqp, work_topology, 30 - 4))  # prefetch 4
+    await _run(_consumer(pool, amqp, work_topology, bus_metrics, projector.work(max_items=3)))
+
+    sizes = [len(batch) for batch in projector.batches]
+    assert 2 <= max(sizes) <= 3 and sum(sizes) == 30  # the first two batches share the 4 in flight
+    rows = await snapshot(pool)
+    assert len(rows) == 24 and {r[3] for r in rows} == {1}
+    assert sorted(await _handled_ids(pool)) == sorted(e.event_id for e in events)
+    assert bus_metrics.duplicates.labels("worker")._value.get() == 6
+    assert bus_metrics.handled.labels("worker", "file.minted")._value.get() == 24
+    assert await _ready(amqp, work_topology) == 0 and await _dead_letters(amqp, work_topology) == []
+
+
+async def test_batched_permanent_error_dead_letters_that_event_only(
+    pool, amqp, work_topology, exchange, bus_metrics
+) -> None:
+    await pool.execute(PROJECTION_DDL)
+    events = [minted(i) for i in range(4)]
+    refused = events[1]  # in the first batch or in the second: never alone (the second takes all the rest)
+    projector = BatchedProjector(
+        pool, {refused.event_id: [PermanentError("checksum does not match the announcement")]},
+        hold_first=_until_ready_is(amqp, work_topology, 0),
+    )
+    for event in events:
+        await publish_event(exchange, event)
+    await _run(_consumer(pool, amqp, work_topology, bus_metrics, projector.work()))
+
+    assert len(projector.batch_of(refused)) > 1
+    assert [projector.attempts(event) for event in events] == [1, 1, 1, 1]
+    dead = await _dead_letters(amqp, work_topology)
+    assert [decode_event(m.body).event_id for m in dead] == [refused.event_id]
+    assert dead[0].headers[REASON_HEADER] == "PermanentError: checksum does not match the announcement"
+    kept = [e for e in events if e is not refused]
+    rows = await snapshot(pool)
+    assert [r[0] for r in rows] == sorted(e.payload.name for e in kept)  # type: ignore[attr-defined]
+    assert {r[3] for r in rows} == {1}
+    assert sorted(await _handled_ids(pool)) == sorted(e.event_id for e in kept)
+    assert await _ready(amqp, work_topology) == 0  # every delivery settled: nothing handed back on stop
+
+
+async def test_batched_transient_error_retries_that_event_only(
+    pool, amqp, work_topology, exchange, bus_metrics
+) -> None:
+    await pool.execute(PROJECTION_DDL)
+    events = [minted(i) for i in range(4)]
+    flaky = events[1]
+    projector = BatchedProjector(
+        pool, {flaky.event_id: [DatabaseUnavailable("connection reset")] * 2},
+        hold_first=_until_ready_is(amqp, work_topology, 0),
+    )
+    for event in events:
+        await publish_event(exchange, event)
+    await _run(_consumer(pool, amqp, work_topology, bus_metrics, projector.work()))
+
+    assert len(projector.batch_of(flaky)) > 1
+    assert [projector.attempts(event) for event in events] == [1, 3, 1, 1]
+    assert bus_metrics.retried.labels("worker", "DatabaseUnavailable")._value.get() == 2
+    rows = await snapshot(pool)
+    assert len(rows) == 4 and {r[3] for r in rows} == {1}
+    assert await _dead_letters(amqp, work_topology) == [] and await _ready(amqp, work_topology) == 0
+
+
+async def test_batched_duplicate_in_a_burst_has_its_effect_once(
+    pool, amqp, work_topology, exchange, bus_metrics
+) -> None:
+    await pool.execute(PROJECTION_DDL)
+    lead, twice, last = minted(1), minted(2), minted(3)
+    projector = BatchedProjector(pool, hold_first=_until_ready_is(amqp, work_topology, 0))
+    for event in (lead, twice, twice, last):
+        await publish_event(exchange, event)
+    await _run(_consumer(pool, amqp, work_topology, bus_metrics, projector.work()))
+
+    assert projector.attempts(twice) == 2
+    rows = await snapshot(pool)
+    assert len(rows) == 3 and {r[3] for r in rows} == {1}
+    assert sorted(await _handled_ids(pool)) == sorted(e.event_id for e in (lead, twice, last))
+    assert bus_metrics.duplicates.labels("worker")._value.get() == 1
+    assert bus_metrics.handled.labels("worker", "file.minted")._value.get() == 3
+    assert await _dead_letters(amqp, work_topology) == [] and await _ready(amqp, work_topology) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import xxhash
@@ -190,3 +191,49 @@ async def test_store_metrics_are_exported(ingest: ServiceRunner, settings, amqp,
     registry = ingest.ctx.metrics.registry
     assert registry.get_sample_value("obsflow_store_used_bytes", {"store": "main"}) == 5
     assert registry.get_sample_value("obsflow_store_free_bytes", {"store": "main"}) > 0
+
+
+@pytest.mark.parametrize("prefetch", [64, 4], ids=["one-batch", "small-batches"])
+async def test_one_burst_of_good_bad_and_repeated_announcements_gives_each_its_own_outcome(
+    settings, amqp, tmp_path: Path, store_root: Path, prefetch: int
+) -> None:
+    source = tmp_path / "correlator"
+    contents = {f"zen.2459122.{30000 + i:05d}.sum.uvh5": f"good visibilities {i}".encode() * (i + 1) for i in range(6)}
+    good = []
+    for i, (name, data) in enumerate(contents.items()):
+        claimed: dict[str, Any] = {"expected_size": len(data), "expected_checksum": xxh3(data)} if i % 2 else {}
+        good.append(announcement(write_file(source / name, data), site=settings.site, **claimed))
+    mismatch = announcement(write_file(source / "zen.2459122.30100.sum.uvh5", b"the real bytes"), site=settings.site,
+                            expected_checksum=xxh3(b"other bytes"))
+    write_file(source / "zen.2459122.30101.sum.uvh5", b"readable, but named through ..")
+    traversal = announcement(f"{tmp_path}/../{tmp_path.name}/correlator/zen.2459122.30101.sum.uvh5",
+                             site=settings.site)
+    missing = announcement(source / "zen.2459122.30102.sum.uvh5", site=settings.site)
+    burst = [good[0], mismatch, good[1], traversal, good[2], good[2], missing, good[3], good[4], good[5]]
+
+    options = {"max_file_bytes": 10_000, "prefetch": prefetch}
+    async with running_ingest(ingest_settings(settings, store_root, **options)) as ingest:
+        await announce(amqp, settings, *burst)
+        await _drain(ingest)
+        ctx = ingest.ctx
+        assert ctx is not None
+        pool = ctx.pool
+        minted = await outbox_events(pool, "file.minted")
+        created = await outbox_events(pool, "instance.created")
+        rejected = await outbox_events(pool, "ingest.rejected")
+        assert await counts(pool) == (6, 6, 0)
+        assert await pool.fetchval("SELECT count(*) FROM handled_events") == 9
+        assert await pool.fetchval("SELECT count(*) FROM dead_letters") == 0
+        duplicates = ctx.metrics.bus.duplicates.labels(ingest.parts.work_consumers[0].name)._value.get()
+
+    names = sorted(contents)
+    assert len(minted) == 6 and {e.causation_id for e in minted} == {e.event_id for e in good}
+    assert sorted(e.payload.name for e in minted) == names  # type: ignore[attr-defined]
+    assert sorted(e.payload.file_name for e in created) == names  # type: ignore[attr-defined]
+    assert {e.causation_id: e.payload.code for e in rejected} == {  # type: ignore[attr-defined]
+        mismatch.event_id: "checksum_mismatch", traversal.event_id: "invalid_path", missing.event_id: "not_found",
+    }
+    assert len(rejected) == 3
+    assert duplicates == 1
+    assert {p.name: p.read_bytes() for p in (store_root / "main").iterdir()} == contents
+    assert staged_entries(store_root) == []
