@@ -11,7 +11,6 @@ import asyncpg
 import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
-from services.ingest.onepass import fsync_file
 from services.ingest.repository import used_bytes_by_store
 from services.ingest.staging import AlreadyInStore, StagingArea
 from services.ingest.stores import StoreConfig, StoreState, StoreUsage, choose_store, measure_usage
@@ -25,11 +24,13 @@ UNBOUNDED = 2**62  # capacity 0 in the settings means: bounded by the disk only
 
 
 class GroupCommit:
-    """Commits staged entries into a store in batches: fsync each one's data, rename each, fsync directories once.
+    """Commits staged entries into a store in batches: rename each, then fsync the directories once.
 
-    Every commit waiting while a batch runs joins the next one, so concurrent ingests share journal commits
-    instead of paying one each (the docs' batching of fsyncs). Data is durable before its rename, and the
-    rename before the caller's transaction says the file exists.
+    Staged entries arrive durable: whoever writes one fsyncs its data (`copy_and_checksum`, the tree copy,
+    `ChecksummingWriter.finish`), in its own thread, where concurrent writers share journal commits. Every
+    commit waiting while a batch runs joins the next one, so concurrent ingests share the directory fsyncs
+    instead of paying one each. Data is durable before its rename, and the rename before the caller's
+    transaction says the file exists. (A second fsync of each file here cost ~0.5 ms a file for nothing.)
     """
 
     def __init__(self, area: StagingArea) -> None:
@@ -38,7 +39,7 @@ class GroupCommit:
         )
 
     async def commit(self, staged: Path, name: str) -> Path:
-        """Make `staged` durable and rename it to main/<name>; return the final path."""
+        """Rename the (durable) staged entry to main/<name>, durably; return the final path."""
         return await self._batches.submit((staged, name))
 
     async def commit_many(self, entries: Sequence[tuple[Path, str]]) -> list[Path]:
@@ -48,19 +49,11 @@ class GroupCommit:
 
 def _commit_batch(area: StagingArea, batch: list[tuple[Path, str]]) -> list[Path | BaseException]:
     outcomes: list[Path | BaseException] = []
-    for staged, _name in batch:
+    for staged, name in batch:
         try:
-            fsync_file(staged)  # a file's data; a tree's files were fsynced as they were copied
-            outcomes.append(staged)
-        except OSError as e:
-            outcomes.append(e)
-    for index, (staged, name) in enumerate(batch):
-        if isinstance(outcomes[index], BaseException):
-            continue
-        try:
-            outcomes[index] = commit_no_replace(area, staged, name)
+            outcomes.append(commit_no_replace(area, staged, name))
         except (OSError, ValueError) as e:
-            outcomes[index] = e
+            outcomes.append(e)
     area.sync()  # main/ and staging/ once for the whole batch
     return outcomes
 
