@@ -38,12 +38,10 @@ class GroupCommit:
             lambda batch: asyncio.to_thread(_commit_batch, area, batch)
         )
 
-    async def commit(self, staged: Path, name: str) -> Path:
-        """Rename the (durable) staged entry to main/<name>, durably; return the final path."""
-        return await self._batches.submit((staged, name))
-
     async def commit_many(self, entries: Sequence[tuple[Path, str]]) -> list[Path]:
-        """`commit` for several entries at once (in one batch); raises the first entry's error, if any."""
+        """Rename the (durable) staged entries to main/<name>, durably, in one batch; return the final paths.
+
+        Raises the first entry's error, if any."""
         return await self._batches.submit_many(list(entries))
 
 
@@ -124,10 +122,6 @@ class StoreSet:
     def choose(self, size: int) -> StoreConfig:
         """The first online store with room for `size` bytes (NoStoreAvailable otherwise)."""
         return choose_store(self.configs, self._usage, size)
-
-    async def commit(self, store: str, staged: Path, name: str) -> Path:
-        """Durably move a staged entry into `store`'s main area (batched with concurrent commits)."""
-        return await self._commits[store].commit(staged, name)
 
     async def commit_many(self, store: str, entries: Sequence[tuple[Path, str]]) -> list[Path]:
         """Durably move several staged entries into `store`'s main area in one batch; return the final paths."""

@@ -35,18 +35,9 @@ class Once:
         self._consumer = consumer
         self._event = event
 
-    async def already_done(self) -> bool:
-        """True when an earlier delivery already committed this event's effect (skip slow work)."""
-        return bool(
-            await self._pool.fetchval(
-                "SELECT true FROM handled_events WHERE consumer = $1 AND event_id = $2",
-                self._consumer, self._event.event_id,
-            )
-        )
-
     @staticmethod
     async def done_among(pool: asyncpg.Pool, onces: Sequence[Once]) -> list[bool]:
-        """`already_done` for many events in one query."""
+        """For each event, True when an earlier delivery already committed its effect (skip slow work); one query."""
         if not onces:
             return []
         done = {
