@@ -1,7 +1,10 @@
 """One-pass copy and checksum: the figures equal those of xxhash/hashlib computed separately."""
 
 import hashlib
+import mmap
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -161,3 +164,60 @@ def test_batched_durability_copy_without_fsync_then_fsync(tmp_path: Path) -> Non
     fsync_file(tmp_path / "dst")
     fsync_directory(tmp_path)
     assert result == read_checksums(tmp_path / "dst")
+
+
+def _filesystems(tmp_path: Path) -> list[Path]:
+    """The test's own directory and, where there is one, a tmpfs (another filesystem's direct I/O rules)."""
+    places = [tmp_path / "disk"]
+    if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK):
+        places.append(Path(tempfile.mkdtemp(dir="/dev/shm")))
+    for place in places:
+        place.mkdir(exist_ok=True)
+    return places
+
+
+@pytest.mark.parametrize("size", [0, 4095, 4096, 4097, 8 * 1024 * 1024, 8 * 1024 * 1024 + 4095, 17 * 1024 * 1024 + 3])
+def test_direct_copy_is_byte_exact_at_every_block_boundary(tmp_path: Path, size: int) -> None:
+    data = _payload(size)
+    src = tmp_path / "src"
+    src.write_bytes(data)
+    for place in _filesystems(tmp_path):
+        try:
+            result = copy_and_checksum(src, place / "copy")
+            assert (place / "copy").read_bytes() == data
+            assert result.size == size and result.checksum == f"xxh3-128:{xxhash.xxh3_128(data).hexdigest()}"
+        finally:
+            shutil.rmtree(place)
+
+
+@pytest.mark.parametrize("chunk", [1, 4095, 1_000_003, 8 * 1024 * 1024 + 1])
+def test_streaming_writer_is_byte_exact_across_its_buffer(tmp_path: Path, chunk: int) -> None:
+    data = _payload(8 * 1024 * 1024 * 2 + 12_345) if chunk > 1 else _payload(20_000)
+    for place in _filesystems(tmp_path):
+        try:
+            with ChecksummingWriter(place / "streamed", max_bytes=len(data)) as writer:
+                for start in range(0, len(data), chunk):
+                    writer.write(data[start : start + chunk])
+                streamed = writer.finish()
+            assert (place / "streamed").read_bytes() == data
+            assert streamed.size == len(data)
+            assert streamed.checksum == f"xxh3-128:{xxhash.xxh3_128(data).hexdigest()}"
+        finally:
+            shutil.rmtree(place)
+
+
+def test_a_direct_write_the_kernel_refuses_falls_back_to_the_page_cache(tmp_path: Path) -> None:
+    from services.ingest.onepass import _set_direct, _write_blocks
+
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    try:
+        if not _set_direct(fd, True):
+            pytest.skip("this filesystem does no direct I/O: nothing to fall back from")
+        buffer = mmap.mmap(-1, 3 * 4096)
+        data = _payload(2 * 4096 + 7)
+        buffer[1 : 1 + len(data)] = data
+        misaligned = memoryview(buffer)[1 : 1 + len(data)]  # O_DIRECT needs aligned memory: EINVAL
+        assert _write_blocks(fd, misaligned, direct=True) is False
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == data
