@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -39,17 +40,30 @@ class ServerUnavailable(TransientError):
     """The server could not be reached or answered 503."""
 
 
-def file_checksums(path: Path, md5: bool = False) -> tuple[int, str, str | None]:
-    """(size, xxh3-128 checksum, md5 checksum or None) of a file, in one read (blocking)."""
+@dataclass(frozen=True)
+class Measured:
+    """A local file's size and checksums; `body` holds its bytes when it fits in one chunk (sent from memory)."""
+
+    size: int
+    checksum: str
+    md5: str | None
+    body: bytes | None
+
+
+def file_checksums(path: Path, md5: bool = False) -> Measured:
+    """A file's size, xxh3-128 and (if asked) md5 checksums, in one read; a small file's bytes kept (blocking)."""
     xxh, digest = xxhash.xxh3_128(), hashlib.md5(usedforsecurity=False) if md5 else None
     size = 0
+    first = b""
     with open(path, "rb", buffering=0) as f:
         while chunk := f.read(CHUNK):
             xxh.update(chunk)
             if digest is not None:
                 digest.update(chunk)
+            first = chunk if size == 0 else b""
             size += len(chunk)
-    return size, f"xxh3-128:{xxh.hexdigest()}", f"md5:{digest.hexdigest()}" if digest else None
+    return Measured(size, f"xxh3-128:{xxh.hexdigest()}", f"md5:{digest.hexdigest()}" if digest else None,
+                    first if len(first) == size else None)
 
 
 class Progress:
@@ -115,21 +129,24 @@ class ObsflowClient:
         body = {"name": name, "size": size, "checksum": checksum, "type": file_type, "metadata": metadata}
         return await self._call("POST", "/api/v1/uploads", json=body)
 
-    async def send(self, url: str, path: Path, size: int, progress: Progress | None = None) -> dict[str, Any]:
-        """Phase two: stream a file's bytes to the upload URL; returns {file, created}."""
+    async def send(self, url: str, path: Path, size: int, progress: Progress | None = None,
+                   body: bytes | None = None) -> dict[str, Any]:
+        """Phase two: stream a file's bytes (or send `body`, its bytes read already) to the upload URL;
+        returns {file, created}."""
         headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
-        return await self._call("PUT", url, data=_read_chunks(path, progress.advance if progress else None),
-                                headers=headers)
+        data = body if body is not None else _read_chunks(path, progress.advance if progress else None)
+        return await self._call("PUT", url, data=data, headers=headers)
 
     async def upload(self, path: Path, *, file_type: str, name: str | None = None, md5: bool = False,
                      metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         """Checksum a file, announce it and stream it (with a progress bar if large); return the file."""
-        size, checksum, md5_sum = await asyncio.to_thread(file_checksums, path, md5)
-        announced = await self.announce(name or path.name, size, md5_sum or checksum, file_type, metadata)
+        measured = await asyncio.to_thread(file_checksums, path, md5)
+        announced = await self.announce(name or path.name, measured.size, measured.md5 or measured.checksum,
+                                        file_type, metadata)
         if "file" in announced:
             return announced["file"]  # already minted with these bytes: nothing to send
-        progress = Progress(name or path.name, size)
-        return (await self.send(announced["url"], path, size, progress))["file"]
+        progress = Progress(name or path.name, measured.size)
+        return (await self.send(announced["url"], path, measured.size, progress, measured.body))["file"]
 
     async def upload_local(self, path: Path, *, file_type: str, name: str | None = None,
                            checksum: str | None = None, md5: bool = False) -> dict[str, Any]:
