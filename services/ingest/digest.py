@@ -140,7 +140,9 @@ def digest_tree(root: Path, bufsize: int = DEFAULT_BUFSIZE) -> TreeResult:
     return manifest.result()
 
 
-def copy_tree_and_digest(src_dir: Path, dst_dir: Path, bufsize: int = DEFAULT_BUFSIZE) -> TreeResult:
+def copy_tree_and_digest(
+    src_dir: Path, dst_dir: Path, bufsize: int = DEFAULT_BUFSIZE, *, direct: bool = True
+) -> TreeResult:
     """Copy a directory tree to a new dst_dir, one read per file, and return its size and digest.
 
     Every file and every directory is fsynced before returning. On failure dst_dir is removed.
@@ -158,7 +160,7 @@ def copy_tree_and_digest(src_dir: Path, dst_dir: Path, bufsize: int = DEFAULT_BU
                 created.append(target)
                 manifest.add_directory(entry.relative)
             else:
-                copied = copy_and_checksum(entry.path, target, (XXH3_128,), bufsize)
+                copied = copy_and_checksum(entry.path, target, (XXH3_128,), bufsize, direct=direct)
                 manifest.add_file(entry.relative, copied.size, copied.checksum)
         # Each directory once, after all its entries exist: names are durable before anyone commits them.
         for directory in (*created, dst_dir.parent):

@@ -159,7 +159,8 @@ class Ingester:
         (many small files cost a few thread hops, not one each; large ones still copy side by side).
         """
         groups = _balanced(orders, self.options.copy_threads)
-        done = await asyncio.gather(*(asyncio.to_thread(_copy_group, self.stores, group) for group in groups))
+        direct = self.options.direct_io
+        done = await asyncio.gather(*(asyncio.to_thread(_copy_group, self.stores, group, direct) for group in groups))
         staged: dict[int, Staged | BaseException] = {}
         for group, results in zip(groups, done, strict=True):
             staged.update(zip((index for index, _ in group), results, strict=True))
@@ -338,25 +339,25 @@ def _balanced(orders: Sequence[CopyOrder], threads: int) -> list[list[tuple[int,
     return groups
 
 
-def _copy_group(stores: StoreSet, group: list[tuple[int, CopyOrder]]) -> list[Staged | BaseException]:
+def _copy_group(stores: StoreSet, group: list[tuple[int, CopyOrder]], direct: bool) -> list[Staged | BaseException]:
     results: list[Staged | BaseException] = []
     for _index, order in group:
         try:
-            results.append(_copy_into_staging(stores.area(order.store), order))
+            results.append(_copy_into_staging(stores.area(order.store), order, direct))
         except Exception as e:  # this copy's error only; the group's other copies go on
             results.append(e)
     return results
 
 
-def _copy_into_staging(area: StagingArea, order: CopyOrder) -> Staged:
+def _copy_into_staging(area: StagingArea, order: CopyOrder, direct: bool) -> Staged:
     staged = area.new_upload(order.upload_id)
     if stat.S_ISDIR(os.stat(order.source).st_mode):
-        tree = copy_tree_and_digest(order.source, staged)
+        tree = copy_tree_and_digest(order.source, staged, direct=direct)
         measured = Measured(tree.size, {XXH3_128: tree.digest})
         return Staged(order.upload_id, order.store, staged, measured, is_directory=True)
     # fsynced here, in the copy's own thread: concurrent copies' fsyncs share journal commits, and the mint
     # batch's own fsync of the entry then finds nothing left to write.
-    copied = copy_and_checksum(order.source, staged, order.algorithms)
+    copied = copy_and_checksum(order.source, staged, order.algorithms, direct=direct)
     return Staged(order.upload_id, order.store, staged, Measured(copied.size, copied.checksums))
 
 

@@ -324,14 +324,15 @@ class ChecksummingWriter:
     """
 
     def __init__(
-        self, dst: Path, algorithms: Sequence[str] = DEFAULT_ALGORITHMS, max_bytes: int | None = None
+        self, dst: Path, algorithms: Sequence[str] = DEFAULT_ALGORITHMS, max_bytes: int | None = None,
+        *, direct: bool = True,
     ) -> None:
         self._dst = Path(dst)
         self._hashers = _new_hashers(algorithms)
         self._max_bytes = max_bytes
         self._size = 0
         self._fd: int | None = _open_new_file(self._dst)
-        self._direct = _set_direct(self._fd, True)
+        self._direct = _set_direct(self._fd, direct)
         self._buffer: mmap.mmap | None = _WRITER_BUFFERS.take()
         self._filled = 0
         self._flushed = 0

@@ -20,6 +20,7 @@ class IngestOptions:
     usage_refresh_s: float = 30.0
     prefetch: int = 64  # announcements in flight per process: they are handled in batches of what is waiting
     copy_threads: int = 4  # threads a batch's copies are shared between
+    direct_io: bool = True  # write staged bytes with O_DIRECT (off: through the page cache, for odd filesystems)
     source_roots: tuple[str, ...] = ()  # empty: announcements may name any absolute path
 
 
@@ -29,11 +30,10 @@ _NUMBERS = {"max_file_bytes": int, "upload_expiry_s": float, "expiry_interval_s"
 
 def ingest_options(raw: dict[str, Any]) -> IngestOptions:
     """Parse and check `[services.ingest]`; ConfigurationError names the bad key."""
-    unknown = set(raw) - set(_NUMBERS) - {"source_roots"}
+    unknown = set(raw) - set(_NUMBERS) - {"source_roots", "direct_io"}
     if unknown:
-        raise ConfigurationError(
-            f"unknown [services.ingest] keys {sorted(unknown)}; known are {sorted([*_NUMBERS, 'source_roots'])}"
-        )
+        known = sorted([*_NUMBERS, "source_roots", "direct_io"])
+        raise ConfigurationError(f"unknown [services.ingest] keys {sorted(unknown)}; known are {known}")
     values: dict[str, Any] = {}
     for key, kind in _NUMBERS.items():
         if key in raw:
@@ -47,4 +47,7 @@ def ingest_options(raw: dict[str, Any]) -> IngestOptions:
     roots = raw.get("source_roots", [])
     if not isinstance(roots, list | tuple) or not all(isinstance(r, str) and r.startswith("/") for r in roots):
         raise ConfigurationError("[services.ingest] source_roots must be a list of absolute directory paths")
-    return IngestOptions(**values, source_roots=tuple(roots))
+    direct_io = raw.get("direct_io", True)
+    if not isinstance(direct_io, bool):
+        raise ConfigurationError(f"[services.ingest] direct_io must be true or false, got {direct_io!r}")
+    return IngestOptions(**values, source_roots=tuple(roots), direct_io=direct_io)

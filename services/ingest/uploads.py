@@ -137,14 +137,15 @@ async def _stage_and_commit(request: web.Request, ingester: Ingester, upload: Pe
     claim = upload.claim
     area = ingester.stores.area(upload.store)
     algorithms = algorithms_for(claim)
+    direct = ingester.options.direct_io
     try:
         if request.content_length is not None and request.content_length <= WHOLE_BODY_BYTES:
             # A small body is read whole and staged in one thread hop (open, checksum, write, fsync).
             body = await request.content.readexactly(request.content_length)
-            path, result = await asyncio.to_thread(_stage_whole, area, upload, body, algorithms)
+            path, result = await asyncio.to_thread(_stage_whole, area, upload, body, algorithms, direct)
         else:
             path = await asyncio.to_thread(area.new_upload, upload.upload_id)
-            writer = await asyncio.to_thread(ChecksummingWriter, path, algorithms, upload.size)
+            writer = await asyncio.to_thread(ChecksummingWriter, path, algorithms, upload.size, direct=direct)
             await _receive(request, writer)
             result = await asyncio.to_thread(writer.finish)
     except UploadTooLarge:
@@ -157,10 +158,10 @@ async def _stage_and_commit(request: web.Request, ingester: Ingester, upload: Pe
 
 
 def _stage_whole(
-    area: StagingArea, upload: PendingUpload, body: bytes, algorithms: tuple[str, ...]
+    area: StagingArea, upload: PendingUpload, body: bytes, algorithms: tuple[str, ...], direct: bool
 ) -> tuple[Path, CopyResult]:
     path = area.new_upload(upload.upload_id)
-    with ChecksummingWriter(path, algorithms, upload.size) as writer:
+    with ChecksummingWriter(path, algorithms, upload.size, direct=direct) as writer:
         writer.write(body)
         return path, writer.finish()
 

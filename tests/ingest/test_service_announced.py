@@ -193,9 +193,12 @@ async def test_store_metrics_are_exported(ingest: ServiceRunner, settings, amqp,
     assert registry.get_sample_value("obsflow_store_free_bytes", {"store": "main"}) > 0
 
 
-@pytest.mark.parametrize("prefetch", [64, 4], ids=["one-batch", "small-batches"])
+@pytest.mark.parametrize(
+    ("prefetch", "direct_io"), [(64, True), (4, True), (64, False)],
+    ids=["one-batch", "small-batches", "page-cache-writes"],
+)
 async def test_one_burst_of_good_bad_and_repeated_announcements_gives_each_its_own_outcome(
-    settings, amqp, tmp_path: Path, store_root: Path, prefetch: int
+    settings, amqp, tmp_path: Path, store_root: Path, prefetch: int, direct_io: bool
 ) -> None:
     source = tmp_path / "correlator"
     contents = {f"zen.2459122.{30000 + i:05d}.sum.uvh5": f"good visibilities {i}".encode() * (i + 1) for i in range(6)}
@@ -211,7 +214,7 @@ async def test_one_burst_of_good_bad_and_repeated_announcements_gives_each_its_o
     missing = announcement(source / "zen.2459122.30102.sum.uvh5", site=settings.site)
     burst = [good[0], mismatch, good[1], traversal, good[2], good[2], missing, good[3], good[4], good[5]]
 
-    options = {"max_file_bytes": 10_000, "prefetch": prefetch}
+    options = {"max_file_bytes": 10_000, "prefetch": prefetch, "direct_io": direct_io}
     async with running_ingest(ingest_settings(settings, store_root, **options)) as ingest:
         await announce(amqp, settings, *burst)
         await _drain(ingest)
