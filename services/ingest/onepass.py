@@ -159,7 +159,7 @@ DIRECT_BLOCK = 4096
 
 
 def _set_direct(fd: int, on: bool) -> bool:
-    """Turn O_DIRECT on or off for `fd`; False where the filesystem does not do direct I/O (tmpfs, ...)."""
+    """Turn O_DIRECT on or off for `fd`; False where the filesystem does no direct I/O (older tmpfs, some FUSE)."""
     direct = getattr(os, "O_DIRECT", 0)
     if not direct:
         return False
