@@ -34,6 +34,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(400, "bad_request", str(e))
     except ObsflowError as e:
         return json_error(400, "bad_request", str(e))
+    except ConnectionResetError as e:
+        # The client went away mid-request (aiohttp reports a lost connection this way): nothing to tell anyone.
+        log.info("http_client_gone", path=request.path, error=str(e))
+        return json_error(400, "client_gone", "the connection was lost before the request was complete; send it again")
     except Exception as e:  # the HTTP edge: log the fault for operators, tell the user nothing internal
         log.exception("http_unhandled_error", path=request.path, error=repr(e))
         return json_error(500, "internal", "the server failed to handle this request; the operators have a log entry")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -163,3 +165,36 @@ async def test_abandoned_uploads_expire(ingest: ServiceRunner) -> None:
 
 async def _no_uploads(runner: ServiceRunner) -> bool:
     return (await counts(runner.ctx.pool))[2] == 0
+
+
+async def test_a_client_gone_mid_body_leaves_the_upload_pending_and_nothing_staged(
+    settings, store_root: Path, tmp_path: Path
+) -> None:
+    data = os.urandom(100_000)  # read whole by the server (the small-body path)
+    async with running_ingest(ingest_settings(settings, store_root)) as ingest, _client(ingest) as client:
+        announced = await client.announce(NAME, len(data), _xxh3(data), "uvh5")
+        reader, writer = await asyncio.open_connection("127.0.0.1", ingest.settings.http_port("ingest"))
+        head = (f"PUT {announced['url']} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(data)}\r\n"
+                f"Authorization: Bearer {_token(ingest, Role.READ_APPEND)}\r\n\r\n")
+        writer.write(head.encode() + data[:40_000])
+        await writer.drain()
+        writer.close()  # the client is gone after 40,000 of 100,000 bytes
+        await writer.wait_closed()
+        pool = ingest.ctx.pool
+        assert await reader.read() == b""  # nobody to answer
+        assert await counts(pool) == (0, 0, 1) and staged_entries(store_root) == []  # still pending
+        path = write_file(tmp_path / NAME, data)
+        sent: dict[str, Any] = {}
+
+        async def sent_again() -> bool:  # 409 while the broken request is still being wound up
+            try:
+                sent.update(await client.send(announced["url"], path, len(data)))
+            except ClientError as e:
+                assert e.code == "upload_in_progress"
+                return False
+            return True
+
+        await wait_for(sent_again)
+        assert sent["created"] is True and sent["file"]["size"] == len(data)
+        assert await counts(pool) == (1, 1, 0) and staged_entries(store_root) == []
+        assert (store_root / "main" / NAME).read_bytes() == data
