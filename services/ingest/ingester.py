@@ -18,7 +18,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
@@ -29,7 +29,6 @@ from services.ingest.minting import (
     Claim,
     Measured,
     Refusal,
-    RefusalCode,
     check_size,
     decide_mint,
 )
@@ -40,14 +39,13 @@ from services.ingest.repository import (
     NewFile,
     file_document_of,
     find_file,
-    forget_upload,
     forget_uploads,
     insert_files,
     insert_instances,
 )
 from services.ingest.staging import StagingArea
 from services.ingest.storage import StoreSet
-from services.ingest.stores import NoStoreAvailable
+from services.ingest.stores import NoRoom
 from shared.batching import Batcher
 from shared.bus import Once, append_events
 from shared.events import Event, Payload
@@ -68,7 +66,15 @@ class Staged:
     path: Path
     measured: Measured
     is_directory: bool = False
-    registered: bool = False  # an HTTP upload with an `uploads` row to forget once it is settled
+
+
+class DoneOnce(Protocol):
+    """What records, in the minting transaction, that a piece of work is done (a work event's `Once`, a waiting
+    announcement's row): `record` is False when it was done already, and the mint then skips it as `duplicate()`."""
+
+    async def record(self, conn: asyncpg.Connection) -> bool: ...
+
+    def duplicate(self) -> Exception: ...
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,7 @@ class MintRequest:
     claim: Claim
     staged: Staged
     who: Provenance
-    once: Once | None = None
+    once: DoneOnce | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,8 @@ class Minted:
     document: dict[str, Any] | None = field(default=None, compare=False)
 
 
-Outcome = Minted | Refusal
+# NoRoom: no store could take the file (when announced, or at the mint): a condition to wait out, not a verdict.
+Outcome = Minted | Refusal | NoRoom
 
 
 @dataclass(frozen=True)
@@ -145,13 +152,6 @@ class Ingester:
         await append_events(conn, [self._make_event(payload, caused_by)])
         log.info("ingest_rejected", code=refusal.code.value, name=name, path=path, reason=refusal.reason)
 
-    def choose_store(self, size: int) -> str | Refusal:
-        """The name of the store that takes `size` bytes, or a no_store refusal."""
-        try:
-            return self.stores.choose(size).name
-        except NoStoreAvailable as e:
-            return Refusal(RefusalCode.NO_STORE, str(e))
-
     async def stage_copies(self, orders: Sequence[CopyOrder]) -> list[Staged | BaseException]:
         """Copy files or directories into staging in one pass each; each one's Staged, or the error it met.
 
@@ -167,7 +167,7 @@ class Ingester:
         return [staged[index] for index in range(len(orders))]
 
     async def commit_staged(
-        self, tx: Transaction, claim: Claim, staged: Staged, who: Provenance, once: Once | None = None
+        self, tx: Transaction, claim: Claim, staged: Staged, who: Provenance, once: DoneOnce | None = None
     ) -> Outcome:
         """Verify staged bytes against the claim and mint them, return the existing file, or refuse.
 
@@ -182,7 +182,9 @@ class Ingester:
     async def commit_staged_many(
         self, requests: Sequence[tuple[Transaction, MintRequest]]
     ) -> list[Outcome | BaseException]:
-        """`commit_staged` for many: mismatches refused one by one (in their `tx`), the rest minted together."""
+        """`commit_staged` for many: mismatches refused one by one (in their `tx`), the rest minted together
+        (NoRoom for those their store cannot hold after all). Refusing or minting leaves pending HTTP uploads as
+        the upload rule says: a mismatch keeps them (send the bytes again), a mint or a name conflict ends them."""
         outcomes: list[Outcome | BaseException | None] = [None] * len(requests)
         refused: list[tuple[int, Refusal]] = []
         to_mint: list[int] = []
@@ -220,8 +222,6 @@ class Ingester:
 
     async def _refuse_staged(self, tx: Transaction, request: MintRequest, refusal: Refusal) -> Refusal:
         async with tx() as conn:
-            if request.staged.registered:
-                await forget_upload(conn, request.staged.upload_id)
             await self.record_refusal(conn, refusal, name=request.claim.name, upload_id=request.staged.upload_id,
                                       caused_by=request.who.caused_by)
         return refusal
@@ -232,15 +232,22 @@ class Ingester:
         # Rows are inserted in name order, so two processes' batches never wait on each other in a cycle.
         order = sorted(range(len(requests)), key=lambda i: requests[i].claim.name)
         async with self.pool.acquire() as conn, conn.transaction():
-            handled = [i for i in order if requests[i].once is not None]
-            onces = [once for i in handled if (once := requests[i].once) is not None]
-            for index, once, fresh in zip(handled, onces, await Once.record_all(conn, onces), strict=True):
+            # The stores are locked first (in name order, like every reservation): nothing is minted into a store
+            # its capacity cannot hold, counting every reservation; what does not fit is handed back undone.
+            stagings = [requests[i].staged for i in order]
+            room = await self.stores.admit(conn, [(s.upload_id, s.store, s.measured.size) for s in stagings])
+            for index, no_room in zip(order, room, strict=True):
+                outcomes[index] = no_room
+            handled = [(i, once) for i in order if outcomes[i] is None and (once := requests[i].once) is not None]
+            for (index, once), fresh in zip(handled, await _record_done(conn, [o for _, o in handled]), strict=True):
                 if not fresh:
                     outcomes[index] = once.duplicate()
             live = [i for i in order if outcomes[i] is None]
             news = {i: self._new_file(requests[i].claim, requests[i].staged, requests[i].who) for i in live}
             created = await insert_files(conn, [news[i] for i in live])  # concurrent minters of a name wait here
-            await forget_uploads(conn, [requests[i].staged.upload_id for i in live if requests[i].staged.registered])
+            # Minted, or the name taken (the same file, or another one): the upload or copy is over, and its
+            # reservation with it.
+            await forget_uploads(conn, [requests[i].staged.upload_id for i in live])
             fresh_files: list[tuple[int, NewFile, datetime]] = []
             for index in live:
                 created_at = created.pop(news[index].name, None)  # a name twice in the batch: the first gets it
@@ -311,6 +318,13 @@ class Ingester:
         )
 
 
+async def _record_done(conn: asyncpg.Connection, dones: Sequence[DoneOnce]) -> list[bool]:
+    """Record each piece of work as done (work events' ids in one statement); False for those done already."""
+    onces = [d for d in dones if isinstance(d, Once)]
+    fresh = dict(zip(map(id, onces), await Once.record_all(conn, onces), strict=True))
+    return [fresh[id(d)] if isinstance(d, Once) else await d.record(conn) for d in dones]
+
+
 @contextlib.asynccontextmanager
 async def _pool_transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     async with pool.acquire() as conn, conn.transaction():
@@ -325,7 +339,7 @@ class CopyOrder:
     store: str
     upload_id: str
     algorithms: tuple[str, ...]
-    size: int  # for sharing the copies out between threads (0 for a directory: not known before the walk)
+    size: int  # for sharing the copies out between threads
 
 
 def _balanced(orders: Sequence[CopyOrder], threads: int) -> list[list[tuple[int, CopyOrder]]]:
@@ -361,4 +375,5 @@ def _copy_into_staging(area: StagingArea, order: CopyOrder, direct: bool) -> Sta
     return Staged(order.upload_id, order.store, staged, Measured(copied.size, copied.checksums))
 
 
-__all__ = ["CopyOrder", "Ingester", "Minted", "Outcome", "Provenance", "Staged", "TreeRefused", "algorithms_for"]
+__all__ = ["CopyOrder", "DoneOnce", "Ingester", "Minted", "NoRoom", "Outcome", "Provenance", "Staged", "TreeRefused",
+           "algorithms_for"]

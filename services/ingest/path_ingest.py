@@ -8,16 +8,23 @@ one transaction. Each path still gets its own outcome: a refusal or an error in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 import stat
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import asyncpg
+import structlog
 
 from services.ingest.digest import TreeRefused
 from services.ingest.hygiene import StagingBusy
 from services.ingest.ingester import (
     CopyOrder,
+    DoneOnce,
     Ingester,
     Minted,
     MintRequest,
@@ -39,15 +46,19 @@ from services.ingest.minting import (
 )
 from services.ingest.onepass import MD5
 from services.ingest.options import IngestOptions
-from services.ingest.repository import find_files
+from services.ingest.repository import PendingUpload, find_files, release_copies
+from services.ingest.stores import NoRoom
 from shared.bus import Once
+
+log = structlog.get_logger()
 
 
 @dataclass(frozen=True)
 class PathJob:
     """One path to ingest: the claim, the source, its staging id, who brings it and where its refusal commits.
 
-    A work handler passes `tx=once.transaction` and its `once` (the mint records the event as handled).
+    A work handler passes `tx=once.transaction` and its `once` (the mint records the event as handled). A job that
+    `waits_for_room` (an announcement) gets NoRoom back when no store can take it; any other is refused (no_store).
     """
 
     claim: Claim
@@ -55,8 +66,9 @@ class PathJob:
     upload_id: str
     who: Provenance
     tx: Transaction
-    once: Once | None = None
+    once: DoneOnce | None = None
     want_md5: bool = False
+    waits_for_room: bool = False
 
 
 def default_name(path: str) -> str:
@@ -78,7 +90,7 @@ async def ingest_path(
 async def ingest_paths(ingester: Ingester, jobs: Sequence[PathJob]) -> list[Outcome | BaseException]:
     """`ingest_path` for many paths at once; each one's outcome, or the error its delivery is settled by."""
     results: dict[int, Outcome | BaseException] = {}
-    onces = [(index, once) for index, job in enumerate(jobs) if (once := job.once) is not None]
+    onces = [(index, once) for index, job in enumerate(jobs) if isinstance(once := job.once, Once)]
     for (index, once), done in zip(onces, await Once.done_among(ingester.pool, [o for _, o in onces]), strict=True):
         if done:
             results[index] = once.duplicate()
@@ -94,23 +106,22 @@ async def ingest_paths(ingester: Ingester, jobs: Sequence[PathJob]) -> list[Outc
             sizes[index] = probe
     existing = await find_files(ingester.pool, [jobs[index].claim.name for index in sizes])
     unchanged: list[int] = []
-    orders: dict[int, CopyOrder] = {}
+    needs: dict[int, int] = {}  # the bytes each copy reserves
     for index, size in sizes.items():
         job = jobs[index]
         verdict = decide_before_copy(job.claim, existing.get(job.claim.name))
         if isinstance(verdict, AlreadyMinted):
             unchanged.append(index)
-            continue
-        store = ingester.choose_store(job.claim.size if job.claim.size is not None else size)
-        if isinstance(verdict, Refusal):
+        elif isinstance(verdict, Refusal):
             refusals[index] = verdict
-        elif isinstance(store, Refusal):
-            refusals[index] = store
         else:
-            orders[index] = CopyOrder(Path(job.source), store, job.upload_id,
-                                      algorithms_for(job.claim, job.want_md5), size)
-    if orders:
-        results.update(await _copy_and_commit(ingester, jobs, orders, refusals))
+            needs[index] = max(size, job.claim.size or 0)
+    if needs:
+        results.update(await _copy_and_commit(ingester, jobs, needs, refusals))
+    for index, outcome in list(results.items()):
+        if isinstance(outcome, NoRoom) and not jobs[index].waits_for_room:
+            del results[index]
+            refusals[index] = Refusal(RefusalCode.NO_STORE, outcome.reason)
     await _each(results, {index: _unchanged(jobs[index]) for index in unchanged})
     await _each(results, {index: ingester.refuse(jobs[index].tx, refusal, name=jobs[index].claim.name,
                                                  path=jobs[index].source, caused_by=jobs[index].who.caused_by)
@@ -119,31 +130,75 @@ async def ingest_paths(ingester: Ingester, jobs: Sequence[PathJob]) -> list[Outc
 
 
 async def _copy_and_commit(
+    ingester: Ingester, jobs: Sequence[PathJob], needs: dict[int, int], refusals: dict[int, Refusal]
+) -> dict[int, Outcome | BaseException]:
+    """Reserve room for the copies, stage them under their locks and mint them; copies that cannot be read join
+    `refusals`, those no store has room for get NoRoom."""
+    results: dict[int, Outcome | BaseException] = {}
+    first = {jobs[index].upload_id: index for index in reversed(needs)}  # one writer per entry
+    async with ingester.locks.hold_many(list(first)) as taken:
+        for index in needs:
+            if jobs[index].upload_id not in taken or first[jobs[index].upload_id] != index:
+                results[index] = StagingBusy(f"upload {jobs[index].upload_id} is being staged by another worker; "
+                                             "it will be retried")
+        mine = [index for index in needs if index not in results]
+        # Reserved while the lock is held: whoever finds a copy's reservation with its lock free (the recovery
+        # after a crash) knows that nobody is copying it.
+        wanted = [_copy_reservation(ingester, jobs[index], needs[index]) for index in mine]
+        orders: dict[int, CopyOrder] = {}
+        for index, place in zip(mine, await ingester.stores.reserve_copies(ingester.pool, wanted), strict=True):
+            if isinstance(place, NoRoom):
+                results[index] = place
+            else:
+                job = jobs[index]
+                orders[index] = CopyOrder(Path(job.source), place.store, job.upload_id,
+                                          algorithms_for(job.claim, job.want_md5), needs[index])
+        try:
+            results.update(await _stage_and_mint(ingester, jobs, orders, refusals))
+        finally:
+            # Every copy of this batch is over: minted (its reservation went with the mint), refused, waiting or
+            # failed. A crash before this line leaves the reservations to the recovery at start.
+            await _release_reservations(ingester, [jobs[index].upload_id for index in orders])
+    return results
+
+
+async def _stage_and_mint(
     ingester: Ingester, jobs: Sequence[PathJob], orders: dict[int, CopyOrder], refusals: dict[int, Refusal]
 ) -> dict[int, Outcome | BaseException]:
-    """Stage the ordered copies under their locks and mint them; copies that cannot be read join `refusals`."""
     results: dict[int, Outcome | BaseException] = {}
-    first = {order.upload_id: index for index, order in reversed(orders.items())}  # one writer per entry
-    async with ingester.locks.hold_many(list(first)) as taken:
-        for index, order in orders.items():
-            if order.upload_id not in taken or first[order.upload_id] != index:
-                results[index] = StagingBusy(f"upload {order.upload_id} is being staged by another worker; "
-                                             "it will be retried")
-        mine = [index for index, order in orders.items() if index not in results]
-        staged: dict[int, Staged] = {}
-        for index, copied in zip(mine, await ingester.stage_copies([orders[i] for i in mine]), strict=True):
-            if isinstance(copied, FileNotFoundError):
-                refusals[index] = Refusal(RefusalCode.NOT_FOUND,
-                                          f"{jobs[index].source} vanished while it was copied: {copied}")
-            elif isinstance(copied, PermissionError | TreeRefused):
-                refusals[index] = Refusal(RefusalCode.INVALID_PATH, str(copied))
-            elif isinstance(copied, BaseException):
-                results[index] = copied
-            else:
-                staged[index] = copied
-        requests = [(jobs[i].tx, MintRequest(jobs[i].claim, staged[i], jobs[i].who, jobs[i].once)) for i in staged]
-        results.update(zip(staged, await ingester.commit_staged_many(requests), strict=True))
+    staged: dict[int, Staged] = {}
+    for index, copied in zip(orders, await ingester.stage_copies(list(orders.values())), strict=True):
+        if isinstance(copied, FileNotFoundError):
+            refusals[index] = Refusal(RefusalCode.NOT_FOUND,
+                                      f"{jobs[index].source} vanished while it was copied: {copied}")
+        elif isinstance(copied, PermissionError | TreeRefused):
+            refusals[index] = Refusal(RefusalCode.INVALID_PATH, str(copied))
+        elif isinstance(copied, OSError) and copied.errno in (errno.ENOSPC, errno.EDQUOT):
+            # The disk filled up under the copy (something else wrote to it): room to wait for, not a verdict.
+            results[index] = NoRoom(orders[index].size, f"the disk of store {orders[index].store!r} filled up "
+                                    f"while {jobs[index].claim.name} was copied ({copied.strerror}); free space, "
+                                    "raise a capacity, or bring a store online")
+        elif isinstance(copied, BaseException):
+            results[index] = copied
+        else:
+            staged[index] = copied
+    requests = [(jobs[i].tx, MintRequest(jobs[i].claim, staged[i], jobs[i].who, jobs[i].once)) for i in staged]
+    results.update(zip(staged, await ingester.commit_staged_many(requests), strict=True))
     return results
+
+
+def _copy_reservation(ingester: Ingester, job: PathJob, size: int) -> PendingUpload:
+    expires = datetime.now(UTC) + timedelta(seconds=ingester.options.upload_expiry_s)
+    return PendingUpload(job.upload_id, "copy", job.claim.name, size, job.claim.checksum, job.claim.file_type,
+                         store="", uploader=job.who.uploader, metadata=None, expires_at=expires)
+
+
+async def _release_reservations(ingester: Ingester, upload_ids: list[str]) -> None:
+    try:
+        await release_copies(ingester.pool, upload_ids)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as e:
+        # The outcomes stand; the rows are released by the recovery, which finds their locks free.
+        log.warning("copy_reservations_not_released", count=len(upload_ids), error=repr(e))
 
 
 async def _unchanged(job: PathJob) -> Outcome:
@@ -162,7 +217,7 @@ async def _each(results: dict[int, Outcome | BaseException], pending: dict[int, 
 
 
 def _precheck(options: IngestOptions, job: PathJob) -> Refusal | int:
-    """The size of the file to copy (0 for a directory), or why it cannot be ingested (blocking: it stats)."""
+    """The bytes the copy will take (a directory's files summed), or why it cannot be ingested (blocking: it stats)."""
     claim, source = job.claim, job.source
     refusal = check_claim(claim, options.max_file_bytes) or check_source_path(source, options.source_roots)
     if refusal is not None:
@@ -174,12 +229,26 @@ def _precheck(options: IngestOptions, job: PathJob) -> Refusal | int:
     if is_directory and claim.algorithm == MD5:
         return Refusal(RefusalCode.INVALID_CHECKSUM, f"{claim.name} is a directory: its checksum is the "
                        "xxh3-128 tree digest (`obsflow upload` computes it); md5 applies to single files only")
-    if not is_directory:
-        refusal = check_size(size, options.max_file_bytes)
-        if refusal is None and claim.size is not None and claim.size != size:
-            refusal = Refusal(RefusalCode.SIZE_MISMATCH, f"{claim.name}: announced {claim.size} bytes but "
-                              f"{source} holds {size}; announce it again once it is complete")
+    if is_directory:
+        size = _tree_bytes(Path(source))  # what the copy will take, reserved before a byte moves
+    refusal = check_size(size, options.max_file_bytes)
+    if refusal is None and claim.size is not None and claim.size != size:
+        refusal = Refusal(RefusalCode.SIZE_MISMATCH, f"{claim.name}: announced {claim.size} bytes but "
+                          f"{source} holds {size}; announce it again once it is complete")
     return refusal or size
+
+
+def _tree_bytes(root: Path) -> int:
+    """The bytes of the regular files below `root` (what its copy takes; links are not followed, the copy refuses
+    them). Entries that cannot be read count 0: the copy itself says what is wrong with them."""
+    total = 0
+    for parent, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                info = os.lstat(os.path.join(parent, name))
+                if stat.S_ISREG(info.st_mode):
+                    total += info.st_size
+    return total
 
 
 def _probe_source(path: Path) -> tuple[bool, int] | Refusal:

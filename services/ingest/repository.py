@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -36,12 +37,12 @@ class NewFile:
 
 @dataclass(frozen=True)
 class PendingUpload:
-    """An upload (or copy) whose bytes are being staged."""
+    """An HTTP upload announced and not yet minted, or a copy in progress: each reserves its size on its store."""
 
     upload_id: str
     kind: str
     name: str
-    size: int | None
+    size: int  # the bytes it reserves on `store`
     checksum: str | None
     file_type: str
     store: str
@@ -179,12 +180,44 @@ async def _one_connection(db: Executor) -> AsyncIterator[asyncpg.Connection]:
 
 
 async def used_bytes_by_store(db: Executor) -> dict[str, int]:
-    """Bytes of the verified instances on each store."""
-    rows = await db.fetch("SELECT store, COALESCE(sum(size), 0)::bigint AS used FROM instances GROUP BY store")
-    return {r["store"]: int(r["used"]) for r in rows}
+    """Bytes of the instances on each store (kept by the database as instances come and go)."""
+    rows = await db.fetch("SELECT store, used_bytes FROM store_usage")
+    return {r["store"]: int(r["used_bytes"]) for r in rows}
+
+
+async def lock_store_usage(conn: asyncpg.Connection, stores: Sequence[str]) -> dict[str, int]:
+    """Lock the usage rows of `stores` until the transaction ends (created if missing); the bytes minted into each.
+
+    Locked in name order, so two transactions locking overlapping stores never wait on each other in a cycle.
+    """
+    rows = await conn.fetch(
+        "INSERT INTO store_usage (store) SELECT s FROM unnest($1::text[]) AS s ORDER BY s"
+        " ON CONFLICT (store) DO UPDATE SET used_bytes = store_usage.used_bytes RETURNING store, used_bytes",
+        sorted(set(stores)),
+    )
+    return {r["store"]: int(r["used_bytes"]) for r in rows}
+
+
+async def reserved_bytes_by_store(db: Executor, excluding: Sequence[str] = ()) -> dict[str, int]:
+    """Bytes reserved on each store by pending uploads and copies in progress (but those of `excluding`)."""
+    rows = await db.fetch(
+        "SELECT store, sum(size)::bigint AS reserved FROM uploads WHERE NOT (upload_id = ANY($1::text[]))"
+        " GROUP BY store", list(excluding),
+    )
+    return {r["store"]: int(r["reserved"]) for r in rows}
+
+
+async def reservations_of(db: Executor, upload_ids: Sequence[str]) -> dict[str, int]:
+    """The bytes each of these uploads reserved, by upload id (those with a row)."""
+    rows = await db.fetch("SELECT upload_id, size FROM uploads WHERE upload_id = ANY($1::text[])", list(upload_ids))
+    return {r["upload_id"]: int(r["size"]) for r in rows}
 
 
 _UPLOAD_COLUMNS = "upload_id, kind, name, size, checksum, file_type, store, uploader, metadata, expires_at"
+_UPLOAD_VALUES = (
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],"
+    " $8::text[], $9::jsonb[], $10::timestamptz[])"
+)
 
 
 def _upload(row: asyncpg.Record | None) -> PendingUpload | None:
@@ -195,22 +228,42 @@ def _upload(row: asyncpg.Record | None) -> PendingUpload | None:
     return PendingUpload(**values)
 
 
-async def register_upload(db: Executor, upload: PendingUpload) -> PendingUpload:
-    """Record an upload; for HTTP, an identical pending claim is returned instead (resumable announcement)."""
-    conflict = (
-        "ON CONFLICT (name, size, checksum) WHERE kind = 'http' DO UPDATE SET expires_at = EXCLUDED.expires_at"
-        if upload.kind == "http" else "ON CONFLICT (upload_id) DO UPDATE SET expires_at = EXCLUDED.expires_at"
+def _upload_columns(uploads: Sequence[PendingUpload]) -> list[list[Any]]:
+    return [
+        [u.upload_id for u in uploads], [u.kind for u in uploads], [u.name for u in uploads],
+        [u.size for u in uploads], [u.checksum for u in uploads], [u.file_type for u in uploads],
+        [u.store for u in uploads], [u.uploader for u in uploads],
+        [json.dumps(u.metadata) if u.metadata is not None else None for u in uploads],
+        [u.expires_at for u in uploads],
+    ]
+
+
+async def insert_upload(conn: asyncpg.Connection, upload: PendingUpload) -> bool:
+    """Record a new HTTP upload (its reservation); False if the account has one of that name already."""
+    inserted = await conn.fetchval(
+        f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) {_UPLOAD_VALUES}"
+        " ON CONFLICT (uploader, name) WHERE kind = 'http' DO NOTHING RETURNING true",
+        *_upload_columns([upload]),
     )
-    row = await db.fetchrow(
-        f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) {conflict}"
-        f" RETURNING {_UPLOAD_COLUMNS}",
-        upload.upload_id, upload.kind, upload.name, upload.size, upload.checksum, upload.file_type, upload.store,
-        upload.uploader, json.dumps(upload.metadata) if upload.metadata is not None else None, upload.expires_at,
-    )
-    registered = _upload(row)
-    if registered is None:  # INSERT ... ON CONFLICT DO UPDATE ... RETURNING always returns a row
-        raise RuntimeError(f"registering upload {upload.upload_id} returned no row")
-    return registered
+    return bool(inserted)
+
+
+async def reserve_copies(conn: asyncpg.Connection, copies: Sequence[PendingUpload]) -> None:
+    """Record copies in progress (their reservations) in one statement; a crashed attempt's row is taken over."""
+    if copies:
+        await conn.execute(
+            f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) {_UPLOAD_VALUES} ON CONFLICT (upload_id) DO UPDATE SET"
+            " store = EXCLUDED.store, size = EXCLUDED.size, expires_at = EXCLUDED.expires_at",
+            *_upload_columns(copies),
+        )
+
+
+async def pending_upload_of(conn: asyncpg.Connection, uploader: str, name: str) -> PendingUpload | None:
+    """The account's pending HTTP upload of `name`, locked until the transaction ends."""
+    return _upload(await conn.fetchrow(
+        f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE kind = 'http' AND uploader = $1 AND name = $2 FOR UPDATE",
+        uploader, name,
+    ))
 
 
 async def find_upload(db: Executor, upload_id: str) -> PendingUpload | None:
@@ -229,6 +282,17 @@ async def forget_uploads(db: Executor, upload_ids: list[str]) -> None:
         await db.execute("DELETE FROM uploads WHERE upload_id = ANY($1::text[])", upload_ids)
 
 
+async def release_copies(db: Executor, upload_ids: Sequence[str]) -> None:
+    """Drop the reservations of copies that are over (refused, waiting, failed or crashed)."""
+    if upload_ids:
+        await db.execute("DELETE FROM uploads WHERE kind = 'copy' AND upload_id = ANY($1::text[])", list(upload_ids))
+
+
+async def copy_upload_ids(db: Executor) -> list[str]:
+    """The ids of every copy in progress (or left behind by a crashed worker)."""
+    return [r["upload_id"] for r in await db.fetch("SELECT upload_id FROM uploads WHERE kind = 'copy'")]
+
+
 async def known_upload_ids(db: Executor) -> list[str]:
     """Every upload id with a row: the staged entries a start-up sweep must keep."""
     return [r["upload_id"] for r in await db.fetch("SELECT upload_id FROM uploads")]
@@ -241,5 +305,79 @@ async def expired_uploads(db: Executor) -> list[PendingUpload]:
 
 
 async def extend_upload(db: Executor, upload_id: str, expires_at: datetime) -> None:
-    """Push an upload's expiry back (its bytes are still arriving)."""
+    """Push an upload's expiry back (announced again)."""
     await db.execute("UPDATE uploads SET expires_at = $2 WHERE upload_id = $1", upload_id, expires_at)
+
+
+@dataclass(frozen=True)
+class WaitingAnnouncement:
+    """An announcement no store had room for, as it arrived, and what it needs."""
+
+    event_id: uuid.UUID
+    event: bytes
+    name: str
+    size: int
+    since: datetime
+
+
+async def wait_for_room(
+    conn: asyncpg.Connection, event_id: uuid.UUID, event: bytes, name: str, size: int, reason: str
+) -> None:
+    """Record an announcement as waiting for room (again: its reason and attempt are updated)."""
+    await conn.execute(
+        "INSERT INTO waiting_announcements (event_id, event, name, size, reason) VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (event_id) DO UPDATE SET reason = EXCLUDED.reason, size = EXCLUDED.size, tried_at = now(),"
+        " attempts = waiting_announcements.attempts + 1",
+        event_id, event, name, size, reason,
+    )
+
+
+async def still_waiting(db: Executor, waits: Sequence[tuple[uuid.UUID, int, str]]) -> None:
+    """Note another attempt of waiting announcements `(event id, size, reason)` that still found no room."""
+    if waits:
+        ids, sizes, reasons = (list(column) for column in zip(*waits, strict=True))
+        await db.execute(
+            "UPDATE waiting_announcements AS w SET size = s.size, reason = s.reason, tried_at = now(),"
+            " attempts = w.attempts + 1 FROM unnest($1::uuid[], $2::bigint[], $3::text[]) AS s (event_id, size, reason)"
+            " WHERE w.event_id = s.event_id", ids, sizes, reasons,
+        )
+
+
+async def take_waiting(conn: asyncpg.Connection, event_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Delete these waiting announcements' rows in the caller's transaction; the ids that were still waiting."""
+    if not event_ids:
+        return set()
+    rows = await conn.fetch(
+        "DELETE FROM waiting_announcements WHERE event_id = ANY($1::uuid[]) RETURNING event_id", list(event_ids)
+    )
+    return {r["event_id"] for r in rows}
+
+
+async def waiting_that_fit(
+    db: Executor, room: int, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[WaitingAnnouncement]:
+    """The oldest waiting announcements (after `after`, in arrival order) that need at most `room` bytes."""
+    since, event_id = after or (datetime.min.replace(tzinfo=UTC), uuid.UUID(int=0))
+    rows = await db.fetch(
+        "SELECT event_id, event, name, size, since FROM waiting_announcements WHERE size <= $1"
+        " AND (since, event_id) > ($2, $3) ORDER BY since, event_id LIMIT $4",
+        room, since, event_id, limit,
+    )
+    return [WaitingAnnouncement(r["event_id"], bytes(r["event"]), r["name"], r["size"], r["since"]) for r in rows]
+
+
+async def waiting_totals(db: Executor) -> tuple[int, int]:
+    """How many announcements wait for room and how many bytes they need."""
+    row = await db.fetchrow("SELECT count(*) AS n, COALESCE(sum(size), 0)::bigint AS bytes FROM waiting_announcements")
+    return int(row["n"]), int(row["bytes"])
+
+
+async def dead_letter_waiting(
+    conn: asyncpg.Connection, consumer: str, waiting: WaitingAnnouncement, reason: str
+) -> None:
+    """Set a waiting announcement aside for good (an error no retry can cure), with its reason."""
+    await conn.execute(
+        "INSERT INTO dead_letters (consumer, event_id, reason, body) VALUES ($1, $2, $3, $4)",
+        consumer, waiting.event_id, reason, waiting.event,
+    )
+    await conn.execute("DELETE FROM waiting_announcements WHERE event_id = $1", waiting.event_id)

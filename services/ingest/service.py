@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from services.ingest.announced import ANNOUNCED_QUEUE, announced_handler
+from services.ingest.announced import ANNOUNCED_QUEUE, announced_handler, announcement_job
 from services.ingest.hygiene import StagingLocks, keep_staging_clean, sweep_staging
 from services.ingest.ingester import Ingester
 from services.ingest.options import ingest_options
 from services.ingest.storage import StoreSet
 from services.ingest.uploads import upload_routes
+from services.ingest.waiting import WaitingRoom
 from shared.events import Event, Payload
 from shared.service import ServiceContext, ServiceParts, ServiceSpec
 
@@ -29,9 +30,16 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     locks = await StagingLocks.connect(ctx.settings.database_url, ctx.schema)
     ingester = Ingester(site=ctx.settings.site, pool=ctx.pool, locks=locks, stores=stores, options=options,
                         make_event=make_event)
+    waiting = WaitingRoom(ingester, ctx.metrics.registry, announcement_job, batch=max(1, options.prefetch // 2))
+    # Room reserved by copies a crash interrupted is free again before anything new is placed.
+    await waiting.release_abandoned_copies(locks)
+    await waiting.count()
 
     async def refresh_store_usage(stop: asyncio.Event) -> None:
         await stores.refresh_forever(ctx.pool, stop, options.usage_refresh_s)
+
+    async def resume_waiting_announcements(stop: asyncio.Event) -> None:
+        await waiting.resume_forever(locks, stop, options.usage_refresh_s)
 
     async def expire_abandoned_uploads(stop: asyncio.Event) -> None:
         try:
@@ -42,10 +50,10 @@ async def build(ctx: ServiceContext) -> ServiceParts:
 
     return ServiceParts(
         work_consumers=[
-            ctx.work_consumer(ANNOUNCED_QUEUE, announced_handler(ingester, options), prefetch=options.prefetch)
+            ctx.work_consumer(ANNOUNCED_QUEUE, announced_handler(ingester, options, waiting), prefetch=options.prefetch)
         ],
         routes=upload_routes(ingester),
-        background=[refresh_store_usage, expire_abandoned_uploads],
+        background=[refresh_store_usage, resume_waiting_announcements, expire_abandoned_uploads],
     )
 
 

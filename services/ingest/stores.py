@@ -6,9 +6,8 @@ A store is a POSIX tree ``<root>/staging/`` (uploads and copies in progress) and
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -57,23 +56,28 @@ class StoreConfig(BaseModel):
 
 @dataclass(frozen=True)
 class StoreUsage:
-    """How full a store is: bytes the service has recorded in it and bytes the filesystem has free."""
+    """How full a store is: bytes minted into it, bytes reserved by work in progress, bytes free on its disk."""
 
     used_bytes: int
     disk_free_bytes: int
+    reserved_bytes: int = 0
 
     def room_bytes(self, store: StoreConfig) -> int:
-        """Bytes a new file may take: the smaller of the capacity left and the disk's free space."""
-        return max(0, min(store.capacity_bytes - self.used_bytes, self.disk_free_bytes))
+        """Bytes a new file may take: the capacity left and the disk's free space, each after the reservations.
+
+        A reservation not yet written is a promise on the free space; one being written is counted twice until
+        it is minted (cautious: it delays a file, never overfills a disk).
+        """
+        capacity_left = store.capacity_bytes - self.used_bytes - self.reserved_bytes
+        return max(0, min(capacity_left, self.disk_free_bytes - self.reserved_bytes))
 
 
-class NoStoreAvailable(RuntimeError):
-    """No online store has room for a file (the message lists why each store was passed over)."""
+@dataclass(frozen=True)
+class NoRoom:
+    """No store can take a file now: a condition that passes when room appears, not a verdict on the file."""
 
-
-def measure_usage(store: StoreConfig, tracked_used_bytes: int) -> StoreUsage:
-    """Combine the bytes the service tracks in a store with the filesystem's free space (blocking)."""
-    return StoreUsage(used_bytes=tracked_used_bytes, disk_free_bytes=shutil.disk_usage(store.root).free)
+    size: int
+    reason: str
 
 
 def ensure_store_layout(store: StoreConfig) -> None:
@@ -91,23 +95,54 @@ def _why_not(store: StoreConfig, usage: StoreUsage | None, size: int) -> str | N
     if store.state is not StoreState.ONLINE:
         return f"store {store.name!r} is {store.state.value}"
     if usage is None:
-        return f"store {store.name!r} has no usage measurement yet"
+        return f"store {store.name!r} cannot be measured (is its disk mounted?)"
     room = usage.room_bytes(store)
     if room < size:
         return f"store {store.name!r} has room for {room} bytes"
     return None
 
 
-def choose_store(stores: Sequence[StoreConfig], usage: Mapping[str, StoreUsage], size: int) -> StoreConfig:
-    """The first online store with room for size bytes; raise NoStoreAvailable saying why none fits."""
-    reasons = []
-    for store in stores:
-        reason = _why_not(store, usage.get(store.name), size)
-        if reason is None:
-            return store
-        reasons.append(reason)
-    detail = "; ".join(reasons) if reasons else "no stores are configured"
-    raise NoStoreAvailable(
-        f"no store can take a file of {size} bytes ({detail}); free space, raise a capacity, "
-        "or bring a store online"
-    )
+def place_files(
+    stores: Sequence[StoreConfig], usage: Mapping[str, StoreUsage], sizes: Sequence[int]
+) -> list[StoreConfig | NoRoom]:
+    """Each size, in order, to the first online store with room, counting the sizes placed before it."""
+    placed: dict[str, int] = {}
+    answers: list[StoreConfig | NoRoom] = []
+    for size in sizes:
+        reasons = []
+        for store in stores:
+            known = usage.get(store.name)
+            if known is not None:
+                known = replace(known, reserved_bytes=known.reserved_bytes + placed.get(store.name, 0))
+            reason = _why_not(store, known, size)
+            if reason is None:
+                placed[store.name] = placed.get(store.name, 0) + size
+                answers.append(store)
+                break
+            reasons.append(reason)
+        else:
+            detail = "; ".join(reasons) if reasons else "no stores are configured"
+            answers.append(NoRoom(size, f"no store can take a file of {size} bytes now ({detail}); free space, "
+                                        "raise a capacity, or bring a store online"))
+    return answers
+
+
+def choose_store(stores: Sequence[StoreConfig], usage: Mapping[str, StoreUsage], size: int) -> StoreConfig | NoRoom:
+    """The first online store with room for `size` bytes, or why none has."""
+    return place_files(stores, usage, [size])[0]
+
+
+def admit_at_mint(store: StoreConfig, committed_bytes: int, growths: Sequence[int]) -> list[bool]:
+    """Which files may be minted into `store`, in order, so that it never holds more than its capacity.
+
+    `committed_bytes` is what the store holds and has promised (minted + reserved, the files' own reservations
+    included); minting turns a file's reservation into use, so each file adds only what it grew beyond its
+    reservation (`growths`, 0 for a file of exactly its reserved size).
+    """
+    admitted = []
+    for growth in growths:
+        fits = committed_bytes + growth <= store.capacity_bytes
+        if fits:
+            committed_bytes += growth
+        admitted.append(fits)
+    return admitted

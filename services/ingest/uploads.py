@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from services.ingest.hygiene import StagingBusy
@@ -24,12 +25,15 @@ from services.ingest.minting import (
 )
 from services.ingest.onepass import ChecksummingWriter, CopyResult, UploadTooLarge
 from services.ingest.path_ingest import default_name, ingest_path
-from services.ingest.repository import PendingUpload, file_document, find_file, find_upload, register_upload
+from services.ingest.repository import PendingUpload, file_document, find_file, find_upload
 from services.ingest.staging import StagingArea
+from services.ingest.stores import NoRoom
 from shared.auth import Principal, Role
 from shared.errors import PermanentError
 from shared.http.auth import principal_of, requires
 from shared.http.errors import json_error
+
+log = structlog.get_logger()
 
 READ_CHUNK = 1024 * 1024
 WRITE_BYTES = 8 * 1024 * 1024  # written in a thread in chunks this large, while the next chunk is read
@@ -75,6 +79,8 @@ def _refused(refusal: Refusal) -> web.Response:
 async def _respond(ingester: Ingester, outcome: Outcome) -> web.Response:
     if isinstance(outcome, Refusal):
         return _refused(outcome)
+    if isinstance(outcome, NoRoom):
+        return _refused(_no_store(outcome))
     document = outcome.document or await file_document(ingester.pool, outcome.name)
     return web.json_response({"file": document, "created": outcome.created}, status=201 if outcome.created else 200)
 
@@ -88,8 +94,8 @@ async def announce_upload(ingester: Ingester, request: web.Request) -> web.Strea
     """POST /api/v1/uploads {name, size, checksum, type, metadata?}: a place to PUT the bytes."""
     principal = _principal(request)
     body = await _json_body(request)
-    claim = Claim(_field(body, "name", str), _field(body, "type", str), _field(body, "size", int),
-                  _field(body, "checksum", str))
+    size: int = _field(body, "size", int)
+    claim = Claim(_field(body, "name", str), _field(body, "type", str), size, _field(body, "checksum", str))
     metadata = _field(body, "metadata", dict, required=False)
     tx = ingester.plain_transaction
     refusal = check_claim(claim, ingester.options.max_file_bytes)
@@ -100,18 +106,28 @@ async def announce_upload(ingester: Ingester, request: web.Request) -> web.Strea
         return await _respond(ingester, Minted(claim.name, created=False))
     if isinstance(verdict, Refusal):
         return _refused(await ingester.refuse(tx, verdict, name=claim.name))
-    store = ingester.choose_store(claim.size or 0)
-    if isinstance(store, Refusal):
-        return _refused(await ingester.refuse(tx, store, name=claim.name))
     expires = datetime.now(UTC) + timedelta(seconds=ingester.options.upload_expiry_s)
-    wanted = PendingUpload(uuid.uuid4().hex, "http", claim.name, claim.size, claim.checksum, claim.file_type, store,
+    wanted = PendingUpload(uuid.uuid4().hex, "http", claim.name, size, claim.checksum, claim.file_type, "",
                            principal.account, metadata, expires)
-    upload = await register_upload(ingester.pool, wanted)
-    return web.json_response(_upload_answer(upload), status=201 if upload.upload_id == wanted.upload_id else 200)
+    # Uploads belong to their account: another account announcing the same file gets its own upload.
+    reserved = await ingester.stores.reserve_upload(ingester.pool, wanted)
+    if isinstance(reserved, NoRoom):
+        return _refused(await ingester.refuse(tx, _no_store(reserved), name=claim.name))
+    upload, created = reserved
+    return web.json_response(_upload_answer(upload), status=201 if created else 200)
+
+
+def _no_store(room: NoRoom) -> Refusal:
+    return Refusal(RefusalCode.NO_STORE, f"{room.reason}; then try again")
 
 
 async def receive_upload(ingester: Ingester, request: web.Request) -> web.StreamResponse:
-    """PUT /api/v1/uploads/{id}: stream the bytes into staging, verify them against the claim, mint."""
+    """PUT /api/v1/uploads/{id}: stream the bytes into staging, verify them against the claim, mint.
+
+    The pending upload lives until its file is minted, its claim is refused for good (a different file took the
+    name) or it expires; a failed transfer (wrong size or checksum, no room at the mint, client gone, body too
+    slow) leaves it as it was, to be sent again with the same id. Nothing of a failed transfer stays staged.
+    """
     principal = _principal(request)
     upload = await find_upload(ingester.pool, request.match_info["upload_id"])
     if upload is None:
@@ -130,43 +146,99 @@ async def receive_upload(ingester: Ingester, request: web.Request) -> web.Stream
     except StagingBusy:
         return json_error(409, "upload_in_progress", f"upload {upload.upload_id} is being sent right now; "
                           "wait for that request to finish")
+    except BodyTooSlow as e:
+        return await _close_idle(request, upload, e)
+    if isinstance(outcome, NoRoom):
+        outcome = await ingester.refuse(ingester.plain_transaction, _no_store(outcome), name=upload.name,
+                                        upload_id=upload.upload_id)
     return await _respond(ingester, outcome)
+
+
+async def _close_idle(request: web.Request, upload: PendingUpload, error: BodyTooSlow) -> web.StreamResponse:
+    """Answer 408 and close the connection at once (no lingering read of a body that does not come)."""
+    log.info("upload_body_too_slow", upload_id=upload.upload_id, name=upload.name, error=str(error))
+    response = json_error(408, "body_timeout", f"{error}; upload {upload.upload_id} is still pending: send the "
+                          "whole body again with the same id")
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    if request.protocol is not None:
+        request.protocol.force_close()
+    return response
 
 
 async def _stage_and_commit(request: web.Request, ingester: Ingester, upload: PendingUpload) -> Outcome:
     claim = upload.claim
-    area = ingester.stores.area(upload.store)
+    area = ingester.stores.areas.get(upload.store)
+    if area is None:
+        return NoRoom(upload.size, f"store {upload.store!r} of upload {upload.upload_id} is no longer configured "
+                      "here; announce the file again")
     algorithms = algorithms_for(claim)
     direct = ingester.options.direct_io
+    body = _BodyReader(request, ingester.options.body_read_timeout_s)
     try:
         if request.content_length is not None and request.content_length <= WHOLE_BODY_BYTES:
-            # A small body is read whole and staged in one thread hop (open, checksum, write, fsync).
-            body = await request.content.readexactly(request.content_length)
-            path, result = await asyncio.to_thread(_stage_whole, area, upload, body, algorithms, direct)
+            # A small body is read whole (zero bytes included) and staged in one thread hop (open, checksum,
+            # write, fsync).
+            chunks = await body.read_all(request.content_length)
+            path, result = await asyncio.to_thread(_stage_whole, area, upload, chunks, algorithms, direct)
         else:
             path = await asyncio.to_thread(area.new_upload, upload.upload_id)
             writer = await asyncio.to_thread(ChecksummingWriter, path, algorithms, upload.size, direct=direct)
-            await _receive(request, writer)
+            await _receive(body, writer)
             result = await asyncio.to_thread(writer.finish)
     except UploadTooLarge:
         refusal = Refusal(RefusalCode.SIZE_MISMATCH, f"{upload.name}: more than the announced {upload.size} "
                           "bytes arrived; announce the right size")
         return await ingester.refuse(ingester.plain_transaction, refusal, name=upload.name, upload_id=upload.upload_id)
-    staged = Staged(upload.upload_id, upload.store, path, Measured(result.size, result.checksums), registered=True)
+    staged = Staged(upload.upload_id, upload.store, path, Measured(result.size, result.checksums))
     who = Provenance(uploader=upload.uploader, metadata=upload.metadata)
     return await ingester.commit_staged(ingester.plain_transaction, claim, staged, who)
 
 
 def _stage_whole(
-    area: StagingArea, upload: PendingUpload, body: bytes, algorithms: tuple[str, ...], direct: bool
+    area: StagingArea, upload: PendingUpload, chunks: list[bytes], algorithms: tuple[str, ...], direct: bool
 ) -> tuple[Path, CopyResult]:
     path = area.new_upload(upload.upload_id)
     with ChecksummingWriter(path, algorithms, upload.size, direct=direct) as writer:
-        writer.write(body)
+        _write_chunks(writer, chunks)
         return path, writer.finish()
 
 
-async def _receive(request: web.Request, writer: ChecksummingWriter) -> None:
+class BodyTooSlow(Exception):
+    """The client sent nothing for longer than a read of the upload body may wait."""
+
+
+class _BodyReader:
+    """The upload body, read in chunks; each read waits at most `timeout_s` for bytes (an idle client is let go)."""
+
+    def __init__(self, request: web.Request, timeout_s: float) -> None:
+        self._content = request.content
+        self._timeout_s = timeout_s
+        self.received = 0
+
+    async def chunk(self) -> bytes:
+        """The next bytes of the body (at most READ_CHUNK); b"" at its end."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                data = await self._content.read(READ_CHUNK)
+        except TimeoutError:
+            raise BodyTooSlow(f"no byte of the body arrived for {self._timeout_s:g} s after {self.received} "
+                              "bytes") from None
+        self.received += len(data)
+        return data
+
+    async def read_all(self, expected: int) -> list[bytes]:
+        """The whole body, as the chunks that came; ConnectionResetError if it ends before `expected` bytes."""
+        chunks = []
+        while chunk := await self.chunk():
+            chunks.append(chunk)
+        if self.received < expected:
+            raise ConnectionResetError(f"the body ended after {self.received} of {expected} bytes")
+        return chunks
+
+
+async def _receive(body: _BodyReader, writer: ChecksummingWriter) -> None:
     """Read the body in chunks and write them in a thread, reading the next chunks while some are written.
 
     Chunks are handed over as they came (a list, never joined): the event loop copies no byte of the body.
@@ -175,7 +247,7 @@ async def _receive(request: web.Request, writer: ChecksummingWriter) -> None:
     chunks: list[bytes] = []
     gathered = 0
     try:
-        async for chunk in request.content.iter_chunked(READ_CHUNK):
+        while chunk := await body.chunk():
             chunks.append(chunk)
             gathered += len(chunk)
             if gathered >= WRITE_BYTES:

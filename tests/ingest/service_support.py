@@ -21,11 +21,13 @@ from shared.settings import Settings, StoreSettings
 from tests.infra import free_port_block
 
 
-def ingest_settings(settings: Settings, store_root: Path, **options: Any) -> Settings:
-    """The test site's settings with one store and the given [services.ingest] options."""
+def ingest_settings(
+    settings: Settings, store_root: Path, *, capacity_bytes: int = 0, state: str = "online", **options: Any
+) -> Settings:
+    """The test site's settings with one store (of that capacity and state) and the given [services.ingest] options."""
     store_root.mkdir(parents=True, exist_ok=True)
     return settings.model_copy(update={
-        "stores": [StoreSettings(name="main", root=store_root)],
+        "stores": [StoreSettings(name="main", root=store_root, capacity_bytes=capacity_bytes, state=state)],
         "http_base_port": free_port_block(),
         "services": {"ingest": options},
     })

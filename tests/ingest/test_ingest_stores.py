@@ -6,13 +6,14 @@ import pytest
 from pydantic import ValidationError
 
 from services.ingest.stores import (
-    NoStoreAvailable,
+    NoRoom,
     StoreConfig,
     StoreState,
     StoreUsage,
+    admit_at_mint,
     choose_store,
     ensure_store_layout,
-    measure_usage,
+    place_files,
 )
 
 GB = 10**9
@@ -30,33 +31,54 @@ def test_first_online_store_with_room_is_chosen() -> None:
         "big": StoreUsage(used_bytes=0, disk_free_bytes=100 * GB),
         "bigger": StoreUsage(used_bytes=0, disk_free_bytes=100 * GB),
     }
-    assert choose_store(stores, usage, 2 * GB).name == "big"
-    assert choose_store(stores, usage, GB).name == "full"
+    assert choose_store(stores, usage, 2 * GB) == stores[2]
+    assert choose_store(stores, usage, GB) == stores[1]
 
 
-def test_disk_free_space_limits_room_too() -> None:
+def test_disk_free_space_and_reservations_limit_room() -> None:
     usage = StoreUsage(used_bytes=0, disk_free_bytes=GB)
     assert usage.room_bytes(_store("a")) == GB
     assert StoreUsage(used_bytes=11 * GB, disk_free_bytes=GB).room_bytes(_store("a")) == 0
+    # Reserved bytes are promised twice over: out of the capacity and out of the disk's free space.
+    assert StoreUsage(used_bytes=5 * GB, disk_free_bytes=100 * GB, reserved_bytes=4 * GB).room_bytes(_store("a")) == GB
+    assert StoreUsage(used_bytes=0, disk_free_bytes=3 * GB, reserved_bytes=2 * GB).room_bytes(_store("a")) == GB
 
 
-def test_no_store_available_says_why_each_store_was_passed_over() -> None:
+def test_files_placed_together_count_each_other() -> None:
+    stores = [_store("a", capacity=10), _store("b", capacity=15)]
+    usage = {"a": StoreUsage(0, 100), "b": StoreUsage(0, 100, reserved_bytes=5)}
+    placed = place_files(stores, usage, [6, 6, 6, 4])
+    assert [p.name if isinstance(p, StoreConfig) else None for p in placed] == ["a", "b", None, "a"]
+    assert isinstance(placed[2], NoRoom) and placed[2].size == 6
+    assert "'a' has room for 4 bytes" in placed[2].reason and "'b' has room for 4 bytes" in placed[2].reason
+
+
+def test_no_room_says_why_each_store_was_passed_over() -> None:
     stores = [_store("ro", "read-only"), _store("drive", "sneaker"), _store("off", "disabled"), _store("a")]
     usage = {"a": StoreUsage(used_bytes=10 * GB - 5, disk_free_bytes=GB)}
-    with pytest.raises(NoStoreAvailable) as refused:
-        choose_store(stores + [_store("new")], usage, 6)
-    message = str(refused.value)
+    refused = choose_store(stores + [_store("new")], usage, 6)
+    assert isinstance(refused, NoRoom)
     for reason in (
         "'ro' is read-only",
         "'drive' is sneaker",
         "'off' is disabled",
         "'a' has room for 5 bytes",
-        "'new' has no usage measurement yet",
+        "'new' cannot be measured (is its disk mounted?)",
         "file of 6 bytes",
+        "raise a capacity",
     ):
-        assert reason in message
-    with pytest.raises(NoStoreAvailable, match="no stores are configured"):
-        choose_store([], {}, 1)
+        assert reason in refused.reason
+    nothing = choose_store([], {}, 1)
+    assert isinstance(nothing, NoRoom) and "no stores are configured" in nothing.reason
+
+
+def test_a_mint_never_takes_a_store_past_its_capacity() -> None:
+    store = _store("a", capacity=100)
+    # A file of exactly its reserved size changes nothing; one that grew needs the difference.
+    assert admit_at_mint(store, 100, [0, 0]) == [True, True]
+    assert admit_at_mint(store, 90, [5, 10, 5, -3]) == [True, False, True, True]
+    # A capacity lowered below what is minted and reserved admits nothing more.
+    assert admit_at_mint(store, 120, [0, -10]) == [False, False]
 
 
 def test_store_config_validation() -> None:
@@ -77,13 +99,11 @@ def test_store_config_validation() -> None:
             StoreConfig.model_validate(bad)
 
 
-def test_layout_and_measured_usage(tmp_path: Path) -> None:
+def test_layout(tmp_path: Path) -> None:
     store = StoreConfig(name="local", root=tmp_path, capacity_bytes=GB)
     ensure_store_layout(store)
     ensure_store_layout(store)
     assert store.staging_dir.is_dir() and store.main_dir.is_dir()
-    usage = measure_usage(store, tracked_used_bytes=123)
-    assert usage.used_bytes == 123 and usage.disk_free_bytes > 0
     missing = StoreConfig(name="gone", root=tmp_path / "unmounted", capacity_bytes=GB)
     with pytest.raises(FileNotFoundError, match="mount the disk"):
         ensure_store_layout(missing)

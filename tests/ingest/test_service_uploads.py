@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -47,8 +48,8 @@ def _token(runner: ServiceRunner, role: Role, account: str = "alice") -> str:
     return issue_token(secret, Principal(account, role), 3600)
 
 
-def _client(runner: ServiceRunner, role: Role = Role.READ_APPEND) -> ObsflowClient:
-    return ObsflowClient(f"http://127.0.0.1:{runner.settings.http_port('ingest')}", _token(runner, role))
+def _client(runner: ServiceRunner, role: Role = Role.READ_APPEND, account: str = "alice") -> ObsflowClient:
+    return ObsflowClient(f"http://127.0.0.1:{runner.settings.http_port('ingest')}", _token(runner, role, account))
 
 
 def _xxh3(data: bytes) -> str:
@@ -89,17 +90,52 @@ async def test_reannouncing_returns_the_same_pending_upload(ingest: ServiceRunne
         assert (await response.json())["file"]["size"] == 5
 
 
-async def test_wrong_bytes_are_refused_and_staging_cleaned(ingest: ServiceRunner, store_root: Path) -> None:
+async def _put_as(runner: ServiceRunner, account: str, url: str, data: bytes) -> tuple[int, dict[str, Any]]:
+    """PUT `data` to an upload URL as `account` (large bodies from a stream, as aiohttp wants)."""
+    headers = {"Authorization": f"Bearer {_token(runner, Role.READ_APPEND, account)}"}
+    full = f"http://127.0.0.1:{runner.settings.http_port('ingest')}{url}"
+    async with aiohttp.ClientSession(headers=headers) as session, session.put(full, data=io.BytesIO(data)) as response:
+        return response.status, await response.json()
+
+
+async def test_uploads_belong_to_their_account(ingest: ServiceRunner) -> None:
+    data = b"the same bytes from two pipelines"
+    async with _client(ingest) as alice, _client(ingest, account="bob") as bob:
+        theirs = await alice.announce(NAME, len(data), _xxh3(data), "uvh5")
+        mine = await bob.announce(NAME, len(data), _xxh3(data), "uvh5")
+    assert mine["upload_id"] != theirs["upload_id"]
+    status, body = await _put_as(ingest, "bob", theirs["url"], data)
+    assert (status, body["error"]["code"]) == (403, "forbidden")  # alice's upload stays hers...
+    status, body = await _put_as(ingest, "bob", mine["url"], data)  # ...and bob is not locked out
+    assert status == 201 and body["file"]["uploader"] == "bob"
+    status, body = await _put_as(ingest, "alice", theirs["url"], data)  # alice's copy: the same file, already there
+    assert status == 200 and body["created"] is False
+    assert await counts(ingest.ctx.pool) == (1, 1, 0)
+    assert len(await outbox_events(ingest.ctx.pool, "file.minted")) == 1
+
+
+async def test_two_accounts_racing_to_put_the_same_bytes_mint_it_once(ingest: ServiceRunner) -> None:
+    data = os.urandom(3 * 1024 * 1024)
+    async with _client(ingest) as alice, _client(ingest, account="bob") as bob:
+        urls = {"alice": (await alice.announce(NAME, len(data), _xxh3(data), "uvh5"))["url"],
+                "bob": (await bob.announce(NAME, len(data), _xxh3(data), "uvh5"))["url"]}
+    answers = await asyncio.gather(*(_put_as(ingest, account, url, data) for account, url in urls.items()))
+    assert sorted(status for status, _ in answers) == [200, 201]
+    assert {body["file"]["checksum"] for _, body in answers} == {_xxh3(data)}
+    assert await counts(ingest.ctx.pool) == (1, 1, 0)
+    assert len(await outbox_events(ingest.ctx.pool, "file.minted")) == 1
+
+
+async def test_a_corrected_announcement_replaces_the_accounts_pending_upload(ingest: ServiceRunner) -> None:
     async with _client(ingest) as client:
-        upload = await client.announce(NAME, 5, _xxh3(b"hello"), "uvh5")
-    headers = {"Authorization": f"Bearer {_token(ingest, Role.READ_APPEND)}"}
-    url = f"http://127.0.0.1:{ingest.settings.http_port('ingest')}{upload['url']}"
-    async with aiohttp.ClientSession(headers=headers) as session, session.put(url, data=b"HELLO") as response:
-        assert response.status == 422
-        error = (await response.json())["error"]
-    assert error["code"] == "checksum_mismatch" and "re-send" in error["message"]
-    assert await counts(ingest.ctx.pool) == (0, 0, 0)
-    assert staged_entries(store_root) == [] and list((store_root / "main").iterdir()) == []
+        first = await client.announce(NAME, 5, _xxh3(b"hello"), "uvh5")
+        corrected = await client.announce(NAME, 6, _xxh3(b"hello!"), "uvh5")
+    assert corrected["upload_id"] != first["upload_id"]
+    status, body = await _put_as(ingest, "alice", first["url"], b"hello")
+    assert (status, body["error"]["code"]) == (404, "unknown_upload")
+    assert await counts(ingest.ctx.pool) == (0, 0, 1)  # one pending upload, one reservation
+    status, _ = await _put_as(ingest, "alice", corrected["url"], b"hello!")
+    assert status == 201
 
 
 async def test_tokens_and_roles_are_enforced(ingest: ServiceRunner) -> None:
