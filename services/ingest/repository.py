@@ -207,6 +207,18 @@ async def reserved_bytes_by_store(db: Executor, excluding: Sequence[str] = ()) -
     return {r["store"]: int(r["reserved"]) for r in rows}
 
 
+async def committed_bytes(db: Executor, stores: Sequence[str]) -> dict[str, int]:
+    """What each store holds and has promised: bytes minted into it plus bytes reserved in it."""
+    rows = await db.fetch(
+        "SELECT s.store, COALESCE(u.used_bytes, 0) + COALESCE(r.reserved, 0) AS committed"
+        " FROM unnest($1::text[]) AS s (store) LEFT JOIN store_usage AS u USING (store)"
+        " LEFT JOIN (SELECT store, sum(size) AS reserved FROM uploads WHERE store = ANY($1::text[]) GROUP BY store)"
+        " AS r USING (store)",
+        list(stores),
+    )
+    return {r["store"]: int(r["committed"]) for r in rows}
+
+
 async def reservations_of(db: Executor, upload_ids: Sequence[str]) -> dict[str, int]:
     """The bytes each of these uploads reserved, by upload id (those with a row)."""
     rows = await db.fetch("SELECT upload_id, size FROM uploads WHERE upload_id = ANY($1::text[])", list(upload_ids))

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from services.ingest.repository import (
     PendingUpload,
+    committed_bytes,
     extend_upload,
     forget_upload,
     insert_upload,
@@ -210,24 +211,31 @@ class StoreSet:
         return [p if isinstance(p, NoRoom) else next(rows) for p in placed]
 
     async def admit(self, conn: asyncpg.Connection, entries: Sequence[tuple[str, str, int]]) -> list[NoRoom | None]:
-        """In the minting transaction: lock the stores of `entries` `(upload id, store, size)` and say which may be
-        minted (None) without taking a store past its capacity, counting every reservation; why not, for the others.
+        """In the minting transaction: which of `entries` `(upload id, store, size)` may be minted (None) without
+        taking a store past its capacity, counting every reservation; why not, for the others.
+
+        A file of at most its reserved size cannot break what the reservations keep (minted + reserved within the
+        capacity), so no lock is taken for it: a batch waiting on the stores' locks through its fsync round would
+        keep the next batch from reserving, and copying, meanwhile. Only a file that grew beyond its reservation
+        needs the stores locked (all of the batch's, in name order, before the instances' trigger touches them).
         """
         names = sorted({store for _, store, _ in entries})
-        used = await lock_store_usage(conn, names)
-        reserved = await reserved_bytes_by_store(conn)
         own = await reservations_of(conn, [upload_id for upload_id, _, _ in entries])
+        growths = [size - own.get(upload_id, 0) for upload_id, _, size in entries]
+        if any(growth > 0 for growth in growths):
+            await lock_store_usage(conn, names)
+        committed = await committed_bytes(conn, names)
         answers: list[NoRoom | None] = [None] * len(entries)
         for name in names:
             mine = [i for i, (_, store, _) in enumerate(entries) if store == name]
             config = self.by_name.get(name)
-            if config is None:
+            if config is None or config.state is not StoreState.ONLINE:
+                why = "is not configured here" if config is None else f"is {config.state.value}"
                 for i in mine:
-                    answers[i] = NoRoom(entries[i][2], f"store {name!r} is not configured in this process")
+                    answers[i] = NoRoom(entries[i][2], f"store {name!r} {why} now; announce the file again to have "
+                                        "it placed in a store that takes files")
                 continue
-            committed = used.get(name, 0) + reserved.get(name, 0)
-            growths = [entries[i][2] - own.get(entries[i][0], 0) for i in mine]
-            for i, fits in zip(mine, admit_at_mint(config, committed, growths), strict=True):
+            for i, fits in zip(mine, admit_at_mint(config, committed[name], [growths[i] for i in mine]), strict=True):
                 if not fits:
                     answers[i] = NoRoom(entries[i][2], f"store {name!r} has no room left for {entries[i][2]} bytes: "
                                         f"its capacity of {config.capacity_bytes} bytes is taken by minted files and "

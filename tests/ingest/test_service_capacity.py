@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 import xxhash
 
+from services.ingest.service import SPEC
 from shared.auth import Principal, Role, issue_token
 from shared.client import ClientError, ObsflowClient
 from shared.runner import ServiceRunner
@@ -237,3 +238,32 @@ async def test_a_full_disk_makes_announcements_wait_until_it_grows(
         await wait_for(lambda: _minted_once_each(ingest, {p.name for p in paths}), timeout_s=60)
         await wait_for(lambda: _waiting(ingest) == 0)
         assert await counts(ingest.ctx.pool) == (40, 40, 0) and staged_entries(small_disk) == []
+
+
+async def test_two_ingest_processes_share_one_capacity(settings, amqp, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    paths = [write_file(tmp_path / "correlator" / _name(i), os.urandom(10 * KB)) for i in range(30)]
+    options = ingest_settings(settings, store, capacity_bytes=100 * KB, prefetch=4)
+    async with running_ingest(options) as first:
+        second = ServiceRunner(SPEC, options, http=False)  # another worker on the same schema and queue
+        await second.start()
+        try:
+            await announce(amqp, settings, *(announcement(p, site=settings.site) for p in paths))
+            await asyncio.gather(_drain(first), _drain(second))
+            assert second.parts.work_consumers[0].handled > 0 and first.parts.work_consumers[0].handled > 0
+            assert await counts(first.ctx.pool) == (10, 10, 0)
+            assert await first.ctx.pool.fetchval("SELECT count(*) FROM waiting_announcements") == 20
+            assert await first.ctx.pool.fetchval("SELECT used_bytes FROM store_usage") == 100 * KB
+        finally:
+            await second.stop()
+
+
+async def test_store_usage_follows_the_instances(settings, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    async with running_ingest(ingest_settings(settings, store)) as ingest, _client(ingest) as client:
+        for i in range(3):
+            await client.upload(write_file(tmp_path / _name(i), os.urandom(10 * KB)), file_type="uvh5")
+        pool = ingest.ctx.pool
+        assert await pool.fetchval("SELECT used_bytes FROM store_usage WHERE store = 'main'") == 30 * KB
+        await pool.execute("DELETE FROM instances WHERE file_name = ANY($1::text[])", [_name(0), _name(1)])
+        assert await pool.fetchval("SELECT used_bytes FROM store_usage WHERE store = 'main'") == 10 * KB

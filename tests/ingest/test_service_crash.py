@@ -1,4 +1,5 @@
-"""Ingest killed with SIGKILL mid-copy and restarted: the file is minted exactly once, nothing stays staged."""
+"""Ingest killed with SIGKILL mid-copy and restarted: the file is minted exactly once, nothing stays staged or
+reserved."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ async def test_sigkill_mid_copy_then_restart_mints_exactly_once(settings, amqp, 
         "OBSFLOW_AMQP_URL": settings.amqp_url, "OBSFLOW_BUS__PREFIX": settings.bus.prefix,
         "OBSFLOW_HTTP_BASE_PORT": str(base), "OBSFLOW_LOG_FORMAT": "json",
         "OBSFLOW_AUTH_SECRET": "crash-test-secret",
-        "OBSFLOW_STORES": json.dumps([{"name": "main", "root": str(store)}]),
+        # Room for the file once: the killed copy's reservation must not count twice after the restart.
+        "OBSFLOW_STORES": json.dumps([{"name": "main", "root": str(store), "capacity_bytes": 300 * MiB}]),
     }
     port = base  # ingest is the first service
     conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": settings.schema_for("ingest")})
@@ -75,6 +77,7 @@ async def test_sigkill_mid_copy_then_restart_mints_exactly_once(settings, amqp, 
         await proc.wait()
         assert staged_entries(store), "the copy should have been in progress when the service was killed"
         assert await conn.fetchval("SELECT count(*) FROM files") == 0
+        assert await conn.fetchval("SELECT sum(size) FROM uploads WHERE kind = 'copy'") == 200 * MiB  # reserved
         (store / "staging" / "loc-0123456789abcdef").write_bytes(b"an older crash's leftover")
 
         proc = await _start(env)
@@ -83,6 +86,8 @@ async def test_sigkill_mid_copy_then_restart_mints_exactly_once(settings, amqp, 
         assert await conn.fetchval("SELECT count(*) FROM files") == 1
         assert await conn.fetchval("SELECT count(*) FROM instances") == 1
         assert await conn.fetchval("SELECT checksum FROM files") == checksum
+        assert await conn.fetchval("SELECT count(*) FROM uploads") == 0  # no reservation outlives its copy
+        assert await conn.fetchval("SELECT used_bytes FROM store_usage WHERE store = 'main'") == 200 * MiB
         assert await conn.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'file.minted'") == 1
         assert await conn.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'instance.created'") == 1
         assert (store / "main" / NAME).stat().st_size == 200 * MiB

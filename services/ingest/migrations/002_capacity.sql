@@ -10,17 +10,18 @@ CREATE TABLE store_usage (
 );
 INSERT INTO store_usage (store, used_bytes) SELECT store, sum(size) FROM instances GROUP BY store;
 
+-- Rows are changed in store order, like every other locker of store_usage, so none waits on another in a cycle.
 CREATE FUNCTION count_instance_bytes() RETURNS trigger LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO store_usage (store, used_bytes)
-            SELECT store, sum(size) FROM added GROUP BY store
+            SELECT store, sum(size) FROM added GROUP BY store ORDER BY store
             ON CONFLICT (store) DO UPDATE SET used_bytes = store_usage.used_bytes + EXCLUDED.used_bytes;
     ELSE
-        UPDATE store_usage SET used_bytes = store_usage.used_bytes - gone.bytes
-            FROM (SELECT store, sum(size) AS bytes FROM removed GROUP BY store) AS gone
-            WHERE store_usage.store = gone.store;
+        INSERT INTO store_usage (store, used_bytes)
+            SELECT store, -sum(size) FROM removed GROUP BY store ORDER BY store
+            ON CONFLICT (store) DO UPDATE SET used_bytes = store_usage.used_bytes + EXCLUDED.used_bytes;
     END IF;
     RETURN NULL;
 END
