@@ -133,8 +133,10 @@ class WaitingRoom:
             if progress == 0:
                 break  # the estimate was too hopeful (another worker took the room): until the next refresh
         waiting, needed = await self.count()
-        if ended or waiting:
-            log.info("waiting_announcements_resumed", ended=ended, still_waiting=waiting, bytes_needed=needed)
+        if waiting:  # every round while any waits: what a log-based alert keys on
+            log.warning("announcements_waiting_for_room", waiting=waiting, bytes_needed=needed, ingested_now=ended)
+        elif ended:
+            log.info("waiting_announcements_all_ingested", ingested_now=ended)
         return ended
 
     async def _resume_batch(self, rows: Sequence[WaitingAnnouncement]) -> int:
