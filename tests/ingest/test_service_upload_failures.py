@@ -23,6 +23,8 @@ from shared.client import ObsflowClient
 from shared.runner import ServiceRunner
 from tests.conftest import wait_for
 from tests.ingest.service_support import (
+    announce,
+    announcement,
     counts,
     ingest_settings,
     outbox_events,
@@ -92,7 +94,11 @@ async def test_a_zero_byte_file_is_minted_by_every_way_in(
         assert status == 201 and body["file"]["size"] == 0
         local = await client.upload_local(write_file(tmp_path / "zen.2459122.30002.sum.uvh5", b""), file_type="uvh5")
         assert local["size"] == 0
-    assert await counts(ingest.ctx.pool) == (3, 3, 0)
+    announced = write_file(tmp_path / "correlator" / "zen.2459122.30003.sum.uvh5", b"")
+    await announce(amqp, settings, announcement(announced, site=settings.site, expected_size=0,
+                                                expected_checksum=_xxh3(b"")))
+    await ingest.parts.work_consumers[0].drain(timeout_s=30)
+    assert await counts(ingest.ctx.pool) == (4, 4, 0)
     assert (store_root / "main" / NAME).read_bytes() == b""
     assert staged_entries(store_root) == []
     assert await rejection_codes(ingest.ctx.pool) == []
