@@ -62,6 +62,33 @@ ensure_rabbitmq() {
       break
     fi
   done
+  plugins_on_loopback
+}
+
+# The plugins' listeners (Prometheus 15692, stream protocol 5552) bind every interface by default: keep them on
+# loopback. The config file covers the next boot; the running node's listeners are restarted on loopback now.
+plugins_on_loopback() {
+  local conf=/etc/rabbitmq/rabbitmq.conf
+  if [ -w "$(dirname "$conf")" ] && ! grep -q '^prometheus.tcp.ip' "$conf" 2>/dev/null; then
+    log "binding RabbitMQ's plugin listeners to 127.0.0.1 in $conf"
+    printf '# obsflow: the plugins it enables listen on loopback only (scripts/ensure-services.sh)\n%s\n%s\n' \
+      'prometheus.tcp.ip = 127.0.0.1' 'stream.listeners.tcp.1 = 127.0.0.1:5552' >>"$conf"
+  fi
+  if listening_beyond_loopback 15692; then
+    log "restarting RabbitMQ's Prometheus listener on 127.0.0.1:15692"
+    rabbitmqctl -q eval 'application:stop(rabbitmq_prometheus), application:set_env(rabbitmq_prometheus,
+      tcp_config, [{ip, "127.0.0.1"}, {port, 15692}]), application:start(rabbitmq_prometheus).' >/dev/null
+  fi
+  if listening_beyond_loopback 5552; then
+    log "restarting RabbitMQ's stream listener on 127.0.0.1:5552"
+    rabbitmqctl -q eval 'application:stop(rabbitmq_stream), application:set_env(rabbitmq_stream,
+      tcp_listeners, [{"127.0.0.1", 5552}]), application:start(rabbitmq_stream).' >/dev/null
+  fi
+}
+
+listening_beyond_loopback() {  # listening_beyond_loopback PORT: true if something listens on PORT off loopback
+  command -v ss >/dev/null || return 1
+  ss -Hltn "sport = :$1" | awk '{print $4}' | grep -qvE '^(127\.0\.0\.1|\[::1\]):'
 }
 
 if [ -n "${OBSFLOW_TEST_DATABASE_URL:-}" ] && [ -n "${OBSFLOW_TEST_AMQP_URL:-}" ]; then

@@ -13,7 +13,9 @@ import aio_pika
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
 
+from shared import credentials
 from shared.auth.secrets import site_secret
 from shared.bus.outbox import OutboxRelay
 from shared.bus.topology import Topology
@@ -60,19 +62,26 @@ class ServiceRunner:
         """Connect, migrate, declare the topology and build the service's parts, without starting them."""
         s, name = self.settings, self.spec.name
         schema = s.schema_for(name)
-        pool = await create_pool(s.database_url, schema, max_size=s.db_pool_size)
+        database_url, amqp_url = credentials.database_url(s, name), credentials.amqp_url(s, name)
+        pool = await create_pool(database_url, schema, max_size=s.db_pool_size)
         await apply_migrations(pool, schema, self.spec.all_migrations)
         try:
-            amqp = await aio_pika.connect_robust(s.amqp_url)
+            amqp = await aio_pika.connect_robust(amqp_url)
         except (aio_pika.exceptions.AMQPError, OSError) as e:
             await pool.close()
-            raise BrokerUnavailable(f"cannot reach RabbitMQ at {s.amqp_url.split('@')[-1]}: {e}") from e
+            raise BrokerUnavailable(f"cannot reach RabbitMQ at {credentials.redacted(amqp_url)}: {e}") from e
         topology = Topology.from_settings(s.bus, self.spec.work_queues)
-        async with amqp.channel() as channel:
-            await topology.declare(channel)
+        own = credentials.own_credentials(s)
+        if own:  # a service may not configure the broker: `obsflow setup` declared the topology
+            await topology.check(amqp)
+        else:
+            async with amqp.channel() as channel:
+                await topology.declare(channel)
         metrics = ServiceMetrics()
-        self.ctx = ctx = ServiceContext(name, s, schema, pool, amqp, topology, metrics, self.stop_event)
-        self.relay = OutboxRelay(pool, schema, amqp, topology, metrics.bus)
+        verify = s.bus.verify_publishers if s.bus.verify_publishers is not None else own
+        self.ctx = ctx = ServiceContext(name, s, schema, pool, amqp, topology, metrics, self.stop_event,
+                                        database_url, amqp_url, verify)
+        self.relay = OutboxRelay(pool, schema, amqp, topology, metrics.bus, user_id=URL(amqp_url).user)
         self.parts = await self.spec.build(ctx)
         return ctx
 

@@ -32,6 +32,9 @@ class ServiceContext:
     topology: Topology
     metrics: ServiceMetrics
     stop: asyncio.Event
+    database_url: str  # this service's own connection URLs (its role, its broker user)
+    amqp_url: str
+    verify_publishers: bool = False  # refuse events whose broker user is not a producer of their type
 
     def event(self, payload: Payload, caused_by: Event | None = None) -> Event:
         """A new event from this service at this site."""
@@ -40,15 +43,15 @@ class ServiceContext:
     def stream_consumer(self, handlers: Mapping[str, StreamHandler], *, name: str | None = None) -> StreamConsumer:
         """A consumer of the site's log stream, checkpointed in this service's schema."""
         return StreamConsumer(
-            name or self.name, self.pool, self.settings.amqp_url, self.topology, handlers, self.metrics.bus,
-            batch_size=self.settings.bus.prefetch,
+            name or self.name, self.pool, self.amqp_url, self.topology, handlers, self.metrics.bus,
+            batch_size=self.settings.bus.prefetch, verify_publishers=self.verify_publishers,
         )
 
     def work_consumer(self, queue: WorkQueue, handler: WorkHandlerSpec, *, prefetch: int = 8) -> WorkQueueConsumer:
         """A consumer of one of this service's work queues."""
         return WorkQueueConsumer(
             f"{self.name}.{queue.name}", queue, self.pool, self.amqp, self.topology, handler, self.metrics.bus,
-            prefetch=prefetch,
+            prefetch=prefetch, verify_publishers=self.verify_publishers,
         )
 
 

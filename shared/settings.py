@@ -38,6 +38,9 @@ class BusSettings(BaseModel):
     delivery_limit: int = 5
     prefetch: int = 500
     handled_retention_s: float = 35 * 86400.0  # ids of handled events kept for dedup: longer than the stream
+    # Refuse events whose broker-checked user id is not a producer of their type at their site. None: on when the
+    # services connect with users of their own (a shared account cannot tell its publishers apart).
+    verify_publishers: bool | None = None
 
 
 # The values of the config file being loaded (set by load_settings for the duration of one build).
@@ -71,10 +74,13 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _ConfigFileSource(settings_cls))
 
     site: str = "local"
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    # Server addresses. Without a user in them, each service connects with its own role and broker user, whose
+    # passwords `obsflow setup` keeps in `credentials_dir`; a URL naming a user is an explicit shared account.
+    database_url: str = "postgresql://127.0.0.1:5432/postgres"
     db_pool_size: int = Field(default=20, ge=2, le=200)  # connections per service process
     schema_prefix: str | None = None
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    amqp_url: str = "amqp://127.0.0.1:5672/"
+    credentials_dir: Path | None = None  # default: <data_dir>/credentials
     bus: BusSettings = BusSettings()
     http_host: str = "127.0.0.1"
     http_base_port: int = 8470

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import os
+import random
 import shutil
 import socket
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 LOCAL_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
 LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
@@ -52,16 +54,32 @@ def backends() -> Backends:
 
 
 def free_port_block(size: int = 5) -> int:
-    """A base port with `size` free ports after it (one per service)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + size < 65000 and all(_port_free(base + i) for i in range(size)):
+    """A base port with `size` free ports after it (one per service).
+
+    Chosen below the kernel's ephemeral range: a port the kernel hands out for outgoing connections (to PostgreSQL,
+    RabbitMQ) can be taken between this check and the service's bind, and a busy machine does that often.
+    """
+    low, high = _ephemeral_range()
+    top = max(2048, low) - size
+    for _ in range(200):
+        base = random.randrange(1024 + 9000, top) if top > 10024 else random.randrange(high + 1, 65000 - size)
+        if all(_port_free(base + i) for i in range(size)):
             return base
     raise RuntimeError("no block of free ports on 127.0.0.1")
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

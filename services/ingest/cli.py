@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+from yarl import URL
 
+from shared import credentials
 from shared.bus import publish_event
 from shared.client import ObsflowClient, job_provenance
 from shared.errors import ConfigurationError
@@ -114,7 +116,8 @@ async def _simulate(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     directory: Path = args.dir.resolve()
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
-    connection = await aio_pika.connect_robust(settings.amqp_url)
+    amqp_url = credentials.amqp_url(settings, "instrument")
+    connection = await aio_pika.connect_robust(amqp_url)
     interval = 1.0 / args.rate
     start_jd = 2440587.5 + time.time() / HERA_SECONDS_PER_DAY  # the JD of now
     async with connection, connection.channel() as channel:
@@ -125,7 +128,8 @@ async def _simulate(args: argparse.Namespace) -> int:
             path = directory / f"{correlator_name(jd)}.{args.file_type}"
             await asyncio.to_thread(write_observation, path, args.size, index)
             payload = ObservationAnnounced(path=str(path), file_type=args.file_type, expected_size=args.size)
-            await publish_event(exchange, new_event(payload, site=settings.site, producer="correlator"))
+            await publish_event(exchange, new_event(payload, site=settings.site, producer="correlator"),
+                                user_id=URL(amqp_url).user)
             print(path, file=sys.stderr)
             index += 1
             next_at += interval

@@ -27,7 +27,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     def make_event(payload: Payload, caused_by: Event | None) -> Event:
         return ctx.event(payload, caused_by=caused_by)
 
-    locks = await StagingLocks.connect(ctx.settings.database_url, ctx.schema)
+    locks = await StagingLocks.connect(ctx.database_url, ctx.schema)
     ingester = Ingester(site=ctx.settings.site, pool=ctx.pool, locks=locks, stores=stores, options=options,
                         make_event=make_event)
     waiting = WaitingRoom(ingester, ctx.metrics.registry, announcement_job, batch=max(1, options.prefetch // 2))

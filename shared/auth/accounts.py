@@ -11,6 +11,7 @@ import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError, VerifyMismatchError
 
+from shared import credentials
 from shared.auth.roles import Principal, Role
 from shared.db import apply_migrations, create_pool
 from shared.errors import ObsflowError
@@ -29,7 +30,7 @@ class AccountError(ObsflowError):
 async def accounts_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     """A small pool on the accounts schema, migrated."""
     schema = settings.schema_for("accounts")
-    pool = await create_pool(settings.database_url, schema, max_size=2)
+    pool = await create_pool(credentials.database_url(settings, "accounts"), schema, max_size=2)
     try:
         await apply_migrations(pool, schema, [MIGRATIONS])
         yield pool

@@ -14,9 +14,13 @@ REASON_HEADER = "x-obsflow-reason"
 
 
 def event_message(
-    event_id: str, event_type: str, body: bytes, headers: dict[str, Any] | None = None
+    event_id: str, event_type: str, body: bytes, headers: dict[str, Any] | None = None, *, user_id: str | None = None
 ) -> aio_pika.Message:
-    """A persistent JSON message whose message id is the event id (so brokers and consumers can dedupe)."""
+    """A persistent JSON message whose message id is the event id (so brokers and consumers can dedupe).
+
+    `user_id` is the publishing broker user: RabbitMQ refuses a message whose user id is not the connection's,
+    so consumers can trust it to say who published.
+    """
     return aio_pika.Message(
         body,
         message_id=event_id,
@@ -24,12 +28,13 @@ def event_message(
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         headers=headers or {},
+        user_id=user_id,
     )
 
 
-async def publish_event(exchange: AbstractExchange, event: Event) -> None:
+async def publish_event(exchange: AbstractExchange, event: Event, *, user_id: str | None = None) -> None:
     """Publish one event directly, with a confirm: for producers without an outbox (instruments, the CLI)."""
-    message = event_message(str(event.event_id), event.type, encode_event(event))
+    message = event_message(str(event.event_id), event.type, encode_event(event), user_id=user_id)
     await exchange.publish(message, routing_key=event.routing_key, mandatory=False)
 
 

@@ -59,6 +59,7 @@ class OutboxRelay:
         *,
         batch_size: int = 1000,
         poll_interval_s: float = 2.0,
+        user_id: str | None = None,
     ) -> None:
         self._pool = pool
         self._schema = schema
@@ -67,6 +68,7 @@ class OutboxRelay:
         self._metrics = metrics
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
+        self._user_id = user_id
         self._wakeup = asyncio.Event()
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
@@ -103,7 +105,7 @@ class OutboxRelay:
         await asyncio.gather(
             *(
                 exchange.publish(
-                    event_message(str(r["event_id"]), r["event_type"], r["body"]),
+                    event_message(str(r["event_id"]), r["event_type"], r["body"], user_id=self._user_id),
                     routing_key=r["routing_key"],
                     mandatory=False,
                 )

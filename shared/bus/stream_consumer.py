@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from shared.bus.acking import BROKER_ERRORS, describe, is_transient
 from shared.bus.backoff import Backoff
 from shared.bus.messages import MARKER_HEADER, marker_of, stream_offset
+from shared.bus.publishers import publisher_refusal
 from shared.bus.topology import Topology
 from shared.db.pool import TRANSIENT_DB_ERRORS
 from shared.errors import MalformedEvent, ObsflowError, TransientError
@@ -77,6 +78,7 @@ class StreamConsumer:
         *,
         batch_size: int = 500,
         linger_s: float = 0.02,
+        verify_publishers: bool = False,
     ) -> None:
         self.name = name
         self._pool = pool
@@ -86,6 +88,7 @@ class StreamConsumer:
         self._metrics = metrics
         self._batch_size = batch_size
         self._linger_s = linger_s
+        self._verify_publishers = verify_publishers
         self._markers: dict[str, asyncio.Future[None]] = {}
         self._connection: AbstractConnection | None = None
         self._ready = asyncio.Event()
@@ -157,7 +160,8 @@ class StreamConsumer:
                 raise ConsumerBusy(f"consumer {self.name!r} lost its broker connection while draining")
             channel = await self._connection.channel()
             try:
-                await channel.default_exchange.publish(
+                control = await channel.get_exchange(self._topology.control_exchange, ensure=False)
+                await control.publish(
                     aio_pika.Message(b"", headers={MARKER_HEADER: marker}), routing_key=self._topology.log_stream
                 )
             finally:
@@ -275,9 +279,13 @@ class StreamConsumer:
         if marker is not None:
             return _Entry(offset, marker, None, None, b"", None)
         try:
-            return _Entry(offset, None, decode_event(message.body), None, message.body, message.routing_key)
+            event = decode_event(message.body)
         except MalformedEvent as e:
             return _Entry(offset, None, None, describe(e), message.body, message.routing_key)
+        refusal = publisher_refusal(event, message.user_id) if self._verify_publishers else None
+        if refusal is not None:
+            return _Entry(offset, None, None, refusal, message.body, message.routing_key)
+        return _Entry(offset, None, event, None, message.body, message.routing_key)
 
     async def _apply_with_retry(self, entries: list[_Entry]) -> None:
         backoff = Backoff()

@@ -1,12 +1,19 @@
-"""A site's RabbitMQ topology as data: the event exchange, the replayable log stream, work queues, dead letters."""
+"""A site's RabbitMQ topology as data: the event exchange, the replayable log stream, work queues, dead letters.
+
+The same data is declared over AMQP (`declare`, when the connecting account may configure) or rendered as broker
+definitions (`definitions`, loaded by `obsflow setup` so that services, which may not configure, only check it).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
+from shared.errors import ConfigurationError
 from shared.settings import BusSettings
 
 
@@ -17,6 +24,23 @@ class WorkQueue:
     name: str
     patterns: tuple[str, ...]
     delivery_limit: int = 5
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    """One exchange of the topology."""
+
+    name: str
+    kind: str  # "topic" or "direct"
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """One queue of the topology, its arguments and what it is bound to."""
+
+    name: str
+    arguments: dict[str, Any]
+    bindings: tuple[tuple[str, str], ...]  # (exchange, routing key)
 
 
 @dataclass(frozen=True)
@@ -39,6 +63,11 @@ class Topology:
         return f"{self.prefix}.events"
 
     @property
+    def control_exchange(self) -> str:
+        """Where drain markers enter the log: not an event route, so subscribers never see them."""
+        return f"{self.prefix}.control"
+
+    @property
     def log_stream(self) -> str:
         return f"{self.prefix}.log"
 
@@ -54,54 +83,77 @@ class Topology:
         """A work queue's full name under this prefix."""
         return f"{self.prefix}.{name}"
 
-    async def declare(self, channel: AbstractChannel) -> AbstractExchange:
-        """Declare everything (idempotent) and return the events exchange."""
-        events = await channel.declare_exchange(self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-        dead = await channel.declare_exchange(self.dead_letter_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-        log_stream = await self.declare_stream(channel)
-        await log_stream.bind(events, routing_key="#")
-        dead_queue = await channel.declare_queue(
-            self.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        await dead_queue.bind(dead, routing_key="#")
-        for wq in self.work_queues:
-            await self.declare_work_queue(channel, wq, events)
-        return events
+    def exchanges(self) -> list[ExchangeSpec]:
+        """The exchanges, in declaration order."""
+        return [ExchangeSpec(self.events_exchange, "topic"), ExchangeSpec(self.dead_letter_exchange, "topic"),
+                ExchangeSpec(self.control_exchange, "direct")]
 
-    async def declare_stream(self, channel: AbstractChannel) -> AbstractQueue:
-        """The log stream: every event, kept for `stream_max_age` or up to `stream_max_bytes`."""
-        return await channel.declare_queue(
-            self.log_stream,
-            durable=True,
-            arguments={
-                "x-queue-type": "stream",
-                "x-max-age": self.stream_max_age,
-                "x-max-length-bytes": self.stream_max_bytes,
-                "x-stream-max-segment-size-bytes": self.stream_segment_bytes,
-            },
-        )
+    def queues(self) -> list[QueueSpec]:
+        """The log stream, the dead-letter queue and the work queues, each with its bindings."""
+        stream = QueueSpec(self.log_stream, {
+            "x-queue-type": "stream",
+            "x-max-age": self.stream_max_age,
+            "x-max-length-bytes": self.stream_max_bytes,
+            "x-stream-max-segment-size-bytes": self.stream_segment_bytes,
+        }, ((self.events_exchange, "#"), (self.control_exchange, self.log_stream)))
+        dead = QueueSpec(self.dead_letter_queue, {"x-queue-type": "quorum"}, ((self.dead_letter_exchange, "#"),))
+        return [stream, dead, *(self.work_queue_spec(wq) for wq in self.work_queues)]
 
-    async def declare_work_queue(
-        self, channel: AbstractChannel, wq: WorkQueue, events: AbstractExchange
-    ) -> AbstractQueue:
+    def work_queue_spec(self, wq: WorkQueue) -> QueueSpec:
         """A quorum work queue bound to its patterns, dead-lettering to this site's dead-letter exchange."""
-        queue = await channel.declare_queue(
-            self.queue_name(wq.name),
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-dead-letter-exchange": self.dead_letter_exchange,
-                "x-delivery-limit": wq.delivery_limit,
-            },
-        )
-        for pattern in wq.patterns:
-            await queue.bind(events, routing_key=pattern)
+        arguments = {"x-queue-type": "quorum", "x-dead-letter-exchange": self.dead_letter_exchange,
+                     "x-delivery-limit": wq.delivery_limit}
+        return QueueSpec(self.queue_name(wq.name), arguments, tuple((self.events_exchange, p) for p in wq.patterns))
+
+    async def declare(self, channel: AbstractChannel) -> AbstractExchange:
+        """Declare everything (idempotent; needs the configure permission) and return the events exchange."""
+        exchanges = {}
+        for spec in self.exchanges():
+            exchanges[spec.name] = await channel.declare_exchange(spec.name, spec.kind, durable=True)
+        for queue_spec in self.queues():
+            await self._declare_queue(channel, queue_spec, exchanges)
+        return exchanges[self.events_exchange]
+
+    async def check(self, connection: aio_pika.abc.AbstractConnection) -> None:
+        """Check that everything exists, without the right to create it; ConfigurationError naming what is missing."""
+        names = [*((e.name, "exchange") for e in self.exchanges()), *((q.name, "queue") for q in self.queues())]
+        for name, kind in names:
+            channel = await connection.channel()
+            try:
+                if kind == "exchange":
+                    await channel.declare_exchange(name, passive=True)
+                else:
+                    await channel.declare_queue(name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                raise ConfigurationError(
+                    f"the site's {kind} {name!r} does not exist on the broker; run `obsflow setup`"
+                ) from None
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+
+    async def _declare_queue(
+        self, channel: AbstractChannel, spec: QueueSpec, exchanges: dict[str, AbstractExchange]
+    ) -> AbstractQueue:
+        queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+        for exchange, key in spec.bindings:
+            await queue.bind(exchanges[exchange], routing_key=key)
         return queue
+
+    def definitions(self, vhost: str) -> dict[str, list[dict[str, Any]]]:
+        """The topology as RabbitMQ definitions (the `exchanges`, `queues` and `bindings` of a definitions file)."""
+        return {
+            "exchanges": [{"name": e.name, "vhost": vhost, "type": e.kind, "durable": True, "auto_delete": False,
+                           "internal": False, "arguments": {}} for e in self.exchanges()],
+            "queues": [{"name": q.name, "vhost": vhost, "durable": True, "auto_delete": False,
+                        "arguments": q.arguments} for q in self.queues()],
+            "bindings": [{"source": exchange, "vhost": vhost, "destination": q.name, "destination_type": "queue",
+                          "routing_key": key, "arguments": {}} for q in self.queues() for exchange, key in q.bindings],
+        }
 
     async def delete(self, channel: AbstractChannel) -> None:
         """Remove everything this topology declared (tests, decommissioned sites)."""
-        names = [self.log_stream, self.dead_letter_queue, *(self.queue_name(w.name) for w in self.work_queues)]
-        for name in names:
-            await channel.queue_delete(name)
-        for exchange in (self.events_exchange, self.dead_letter_exchange):
-            await channel.exchange_delete(exchange)
+        for queue_spec in self.queues():
+            await channel.queue_delete(queue_spec.name)
+        for spec in self.exchanges():
+            await channel.exchange_delete(spec.name)

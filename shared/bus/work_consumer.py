@@ -15,6 +15,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMess
 from shared.batching import Batcher
 from shared.bus.acking import Disposition, classify, describe
 from shared.bus.messages import REASON_HEADER
+from shared.bus.publishers import publisher_refusal
 from shared.bus.topology import Topology, WorkQueue
 from shared.errors import MalformedEvent, ObsflowError
 from shared.events import Event, decode_event
@@ -142,6 +143,7 @@ class WorkQueueConsumer:
         *,
         prefetch: int = 8,
         retry_base_s: float = 0.2,
+        verify_publishers: bool = False,
     ) -> None:
         self.name = name
         self._queue_spec = queue
@@ -152,6 +154,7 @@ class WorkQueueConsumer:
         self._metrics = metrics
         self._prefetch = prefetch
         self._retry_base_s = retry_base_s
+        self._verify_publishers = verify_publishers
         self._channel: AbstractChannel | None = None
         self._dead_exchange: AbstractExchange | None = None
         self._tag: str | None = None
@@ -216,6 +219,9 @@ class WorkQueueConsumer:
             event = decode_event(message.body)
         except MalformedEvent as e:
             return Disposition.DEAD_LETTER, describe(e)
+        refusal = publisher_refusal(event, message.user_id) if self._verify_publishers else None
+        if refusal is not None:
+            return Disposition.DEAD_LETTER, refusal
         with structlog.contextvars.bound_contextvars(event_id=str(event.event_id)):
             try:
                 await self._handle_one(event, Once(self._pool, self.name, event))

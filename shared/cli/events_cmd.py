@@ -13,6 +13,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 
+from shared import credentials
 from shared.bus.messages import marker_of
 from shared.bus.patterns import topic_matches
 from shared.bus.topology import Topology
@@ -64,7 +65,7 @@ async def _tail(args: argparse.Namespace) -> int:
     topology = Topology.from_settings(settings.bus)
     start = stream_start(args.start) if args.start else None
     try:
-        connection = await aio_pika.connect(settings.amqp_url)
+        connection = await aio_pika.connect(credentials.amqp_url(settings, "reader"))
     except (aio_pika.exceptions.AMQPError, OSError) as e:
         raise BrokerUnavailable(f"cannot reach RabbitMQ: {e}; is it running? (make services)") from e
     done = asyncio.Event()

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from shared.cli import accounts_cmd, events_cmd, runtime_cmd
+from shared.cli import accounts_cmd, events_cmd, runtime_cmd, setup_cmd
 from shared.errors import ObsflowError
 from shared.logging import configure_logging
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     runtime_cmd.register(sub)
     events_cmd.register(sub)
     accounts_cmd.register(sub)
+    setup_cmd.register(sub)
     for module_name in COMMAND_MODULES:
         try:
             module = importlib.import_module(module_name)

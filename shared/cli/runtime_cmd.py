@@ -11,7 +11,9 @@ import sys
 import structlog
 
 from shared.bus.backoff import Backoff
+from shared.credentials import own_credentials
 from shared.logging import configure_logging
+from shared.provision.site import setup_site
 from shared.runner import ServiceRunner, load_spec
 from shared.settings import SERVICES, load_settings
 
@@ -67,6 +69,10 @@ async def _up(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     names = args.only or list(SERVICES)
     config = ["--config", args.config] if args.config else []
+    if own_credentials(settings):
+        # Every service connects as itself: make sure the roles, users and the bus exist (idempotent, quick).
+        report = await setup_site(settings)
+        log.info("site_ready", roles=len(report.roles), broker_users=len(report.broker_users))
     log.info("supervisor_starting", services=names, http_ports={n: settings.http_port(n) for n in names})
     await asyncio.gather(*(_supervise(name, config, stop, settings.shutdown_grace_s) for name in names))
     log.info("supervisor_stopped")

@@ -49,7 +49,9 @@ async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int
     with translate_db_errors():
         conn = await asyncpg.connect(dsn)
         try:
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+            # A role of its own may not create schemas (`obsflow setup` made its own): create only what is missing.
+            if await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema) is None:
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
         except asyncpg.UniqueViolationError:
             pass  # two services racing to create the same schema: it exists, which is all we need
         finally:

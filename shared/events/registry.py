@@ -20,6 +20,9 @@ class Payload(BaseModel):
 
     event_type: ClassVar[str]
     version: ClassVar[int] = 1
+    # Who may publish it: services by name, or "instrument" (a correlator announcing observations). The broker's
+    # topic permissions and the consumers' check of each message's user id are both derived from this.
+    producers: ClassVar[tuple[str, ...]] = ()
 
     def routing_detail(self) -> str | None:
         """The optional fourth routing-key word (a file type, an action name) that topic patterns select on."""
@@ -43,6 +46,8 @@ def event_payload(cls: P) -> P:
     subject_verb = cls.event_type.split(".")
     if len(subject_verb) != 2 or not all(subject_verb):
         raise ValueError(f"event type {cls.event_type!r} must read 'subject.verb'")
+    if not cls.producers:
+        raise ValueError(f"event type {cls.event_type!r} must name its producers")
     if cls.event_type in _TYPES:
         raise ValueError(f"event type {cls.event_type!r} is registered twice")
     _TYPES[cls.event_type] = cls

@@ -15,6 +15,7 @@ class ObservationAnnounced(Payload):
     """The correlator wrote a file at `path`; ingest it. Published by instruments, consumed by ingest."""
 
     event_type = "observation.announced"
+    producers = ("instrument",)
     path: str
     file_type: str
     name: str | None = None
@@ -30,6 +31,7 @@ class FileMinted(Payload):
     """A file now exists, with immutable metadata. Emitted by ingest; consumed by catalog, transfer, scheduler."""
 
     event_type = "file.minted"
+    producers = ("ingest",)
     version = 2
     name: str
     size: int = Field(ge=0)
@@ -62,6 +64,7 @@ class InstanceCreated(Payload):
     """A verified copy of a file lies on a store of a site. Emitted by ingest and transfer; consumed by catalog."""
 
     event_type = "instance.created"
+    producers = ("ingest", "transfer")
     file_name: str
     site: str
     store: str
@@ -76,6 +79,7 @@ class InstanceDeleted(Payload):
     """A copy was removed from a store (never the last verified one). Emitted by ingest and transfer."""
 
     event_type = "instance.deleted"
+    producers = ("ingest", "transfer")
     file_name: str
     site: str
     store: str
@@ -88,6 +92,7 @@ class IngestRejected(Payload):
     """An ingest was refused; nothing was minted. `code` is a stable word, `reason` says what to do."""
 
     event_type = "ingest.rejected"
+    producers = ("ingest",)
     code: str
     reason: str
     name: str | None = None
@@ -103,6 +108,7 @@ class SessionClosed(Payload):
     """An observing session is complete: its time range and files, in time order. Emitted by catalog."""
 
     event_type = "session.closed"
+    producers = ("catalog",)
     session_id: str
     start_jd: float
     end_jd: float
@@ -114,6 +120,7 @@ class JobStarted(Payload):
     """A pipeline job began running. Emitted by scheduler."""
 
     event_type = "job.started"
+    producers = ("scheduler",)
     run_id: str
     job_id: str
     action: str
@@ -131,6 +138,7 @@ class JobDone(Payload):
     """A pipeline job succeeded. Emitted by scheduler; scientists subscribe by action."""
 
     event_type = "job.done"
+    producers = ("scheduler",)
     run_id: str
     job_id: str
     action: str
@@ -149,6 +157,7 @@ class JobFailed(Payload):
     """A pipeline job failed (`will_retry` tells whether another attempt follows). Emitted by scheduler."""
 
     event_type = "job.failed"
+    producers = ("scheduler",)
     run_id: str
     job_id: str
     action: str
@@ -168,6 +177,7 @@ class WorkflowFinished(Payload):
     """Every job of a run has ended. Emitted by scheduler."""
 
     event_type = "workflow.finished"
+    producers = ("scheduler",)
     run_id: str
     workflow: str
     succeeded: bool

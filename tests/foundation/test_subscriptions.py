@@ -16,6 +16,7 @@ from shared.events import Event, decode_event, new_event
 from shared.events.types import InstanceCreated, JobDone
 from tests.conftest import wait_for
 from tests.foundation.support import minted
+from tests.infra import backends
 
 
 def _mixed_events() -> list[Event]:
@@ -92,7 +93,7 @@ async def test_events_tail_refuses_a_bad_start_with_a_clear_message(bad: str) ->
 
 
 async def test_events_tail_on_a_site_whose_bus_does_not_exist_says_what_to_do(unique: str) -> None:
-    env = {**os.environ, "OBSFLOW_BUS__PREFIX": unique}
+    env = {**os.environ, "OBSFLOW_BUS__PREFIX": unique, "OBSFLOW_AMQP_URL": backends().amqp_url}
     for extra in ([], ["--from", "first"]):
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shared.cli.main", "events", "tail", "#", *extra, env=env,

@@ -1,0 +1,25 @@
+"""Who may have published an event: the broker checks a message's user id; this checks that user may say it."""
+
+from __future__ import annotations
+
+from shared.events import Event, payload_type
+from shared.settings import SERVICES
+
+
+def publisher_refusal(event: Event, user_id: str | None) -> str | None:
+    """Why the broker user `user_id` may not have published `event`; None when it may.
+
+    The user must be one of the event type's producers at the event's own site (`<site>-<producer>`), and a
+    service must publish under its own name as `producer` (an instrument names itself as it likes).
+    """
+    producers = payload_type(event.type).producers
+    allowed = {f"{event.site}-{p}": p for p in producers}
+    if user_id is None or user_id not in allowed:
+        wanted = " or ".join(sorted(allowed))
+        return (f"publisher not allowed: {event.type} of site {event.site!r} is published only by {wanted}; "
+                f"this message came from {user_id or 'an unnamed broker user'}")
+    principal = allowed[user_id]
+    if principal in SERVICES and event.producer != principal:
+        return (f"publisher not allowed: {user_id} published {event.type} claiming producer {event.producer!r}; "
+                f"it may only speak for {principal!r}")
+    return None
