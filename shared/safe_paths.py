@@ -166,7 +166,7 @@ def _open_with_openat2(dir_fd: int, parts: list[str], flags: int) -> int | None:
             return None
         if error != errno.EAGAIN:
             raise _translate(error, dir_fd, parts)
-    raise UnsafePath(f"refusing {'/'.join(parts)[:200]!r}: it kept changing while it was resolved")
+    raise UnsafePath(f"{'/'.join(parts)[:200]!r} kept changing while it was resolved")
 
 
 def _open_by_walk(dir_fd: int, parts: list[str], flags: int) -> int:
@@ -199,11 +199,12 @@ def _translate(error: int, dir_fd: int, parts: list[str]) -> OSError | UnsafePat
     if error in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV):
         link = _first_link(dir_fd, parts)
         if link is not None:
-            return UnsafePath(f"refusing {shown!r}: {link!r} is a symbolic link, and links are never followed here")
+            where = "" if link == shown else f" (on the way to {shown!r})"
+            return UnsafePath(f"{link[:200]!r}{where} is a symbolic link, and links are never followed here")
         if error == errno.EXDEV:
-            return UnsafePath(f"refusing {shown!r}: it leaves the directory it must stay beneath")
+            return UnsafePath(f"{shown!r} leaves the directory it must stay beneath")
     if error == errno.ENAMETOOLONG:
-        return UnsafePath(f"refusing {shown!r}...: a name in it is longer than the filesystem allows")
+        return UnsafePath(f"{shown!r}...: a name in it is longer than the filesystem allows")
     return OSError(error, os.strerror(error), shown)
 
 

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import stat
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from services.ingest.digest import TreeRefused
 from services.ingest.hygiene import StagingBusy
 from services.ingest.ingester import (
     CopyOrder,
@@ -34,13 +31,15 @@ from services.ingest.minting import (
     RefusalCode,
     check_claim,
     check_size,
-    check_source_path,
     decide_before_copy,
+    locate_source,
 )
 from services.ingest.onepass import MD5
 from services.ingest.options import IngestOptions
 from services.ingest.repository import find_files
+from services.ingest.sources import probe_source, refusal_for
 from shared.bus import Once
+from shared.safe_paths import PATH_MAX, Beneath
 
 
 @dataclass(frozen=True)
@@ -57,6 +56,11 @@ class PathJob:
     tx: Transaction
     once: Once | None = None
     want_md5: bool = False
+
+
+def _bounded(path: str) -> str:
+    """A source path as an `ingest.rejected` event carries it: no longer than any path that can exist."""
+    return path if len(path) < PATH_MAX else f"{path[:PATH_MAX - 4]}..."
 
 
 def default_name(path: str) -> str:
@@ -86,16 +90,16 @@ async def ingest_paths(ingester: Ingester, jobs: Sequence[PathJob]) -> list[Outc
     options = ingester.options
     probes = await asyncio.to_thread(lambda: [_precheck(options, jobs[index]) for index in todo])
     refusals: dict[int, Refusal] = {}
-    sizes: dict[int, int] = {}
+    sources: dict[int, tuple[Beneath, int]] = {}
     for index, probe in zip(todo, probes, strict=True):
         if isinstance(probe, Refusal):
             refusals[index] = probe
         else:
-            sizes[index] = probe
-    existing = await find_files(ingester.pool, [jobs[index].claim.name for index in sizes])
+            sources[index] = probe
+    existing = await find_files(ingester.pool, [jobs[index].claim.name for index in sources])
     unchanged: list[int] = []
     orders: dict[int, CopyOrder] = {}
-    for index, size in sizes.items():
+    for index, (source, size) in sources.items():
         job = jobs[index]
         verdict = decide_before_copy(job.claim, existing.get(job.claim.name))
         if isinstance(verdict, AlreadyMinted):
@@ -107,13 +111,13 @@ async def ingest_paths(ingester: Ingester, jobs: Sequence[PathJob]) -> list[Outc
         elif isinstance(store, Refusal):
             refusals[index] = store
         else:
-            orders[index] = CopyOrder(Path(job.source), store, job.upload_id,
-                                      algorithms_for(job.claim, job.want_md5), size)
+            orders[index] = CopyOrder(source, store, job.upload_id, algorithms_for(job.claim, job.want_md5), size)
     if orders:
         results.update(await _copy_and_commit(ingester, jobs, orders, refusals))
     await _each(results, {index: _unchanged(jobs[index]) for index in unchanged})
     await _each(results, {index: ingester.refuse(jobs[index].tx, refusal, name=jobs[index].claim.name,
-                                                 path=jobs[index].source, caused_by=jobs[index].who.caused_by)
+                                                 path=_bounded(jobs[index].source),
+                                                 caused_by=jobs[index].who.caused_by)
                           for index, refusal in refusals.items()})
     return [results[index] for index in range(len(jobs))]
 
@@ -132,11 +136,9 @@ async def _copy_and_commit(
         mine = [index for index, order in orders.items() if index not in results]
         staged: dict[int, Staged] = {}
         for index, copied in zip(mine, await ingester.stage_copies([orders[i] for i in mine]), strict=True):
-            if isinstance(copied, FileNotFoundError):
-                refusals[index] = Refusal(RefusalCode.NOT_FOUND,
-                                          f"{jobs[index].source} vanished while it was copied: {copied}")
-            elif isinstance(copied, PermissionError | TreeRefused):
-                refusals[index] = Refusal(RefusalCode.INVALID_PATH, str(copied))
+            refusal = refusal_for(orders[index].source, copied) if isinstance(copied, Exception) else None
+            if refusal is not None:
+                refusals[index] = refusal  # it vanished, changed or became a link since the probe
             elif isinstance(copied, BaseException):
                 results[index] = copied
             else:
@@ -161,42 +163,24 @@ async def _each(results: dict[int, Outcome | BaseException], pending: dict[int, 
         results[index] = outcome
 
 
-def _precheck(options: IngestOptions, job: PathJob) -> Refusal | int:
-    """The size of the file to copy (0 for a directory), or why it cannot be ingested (blocking: it stats)."""
-    claim, source = job.claim, job.source
-    refusal = check_claim(claim, options.max_file_bytes) or check_source_path(source, options.source_roots)
+def _precheck(options: IngestOptions, job: PathJob) -> Refusal | tuple[Beneath, int]:
+    """Where the source lies and its size (0 for a directory), or why it cannot be ingested (blocking: it opens it)."""
+    claim = job.claim
+    refusal = check_claim(claim, options.max_file_bytes)
     if refusal is not None:
         return refusal
-    probe = _probe_source(Path(source))
+    source = locate_source(job.source, options.source_roots)
+    if isinstance(source, Refusal):
+        return source
+    probe = probe_source(source)
     if isinstance(probe, Refusal):
         return probe
-    is_directory, size = probe
-    if is_directory and claim.algorithm == MD5:
+    if probe.is_directory and claim.algorithm == MD5:
         return Refusal(RefusalCode.INVALID_CHECKSUM, f"{claim.name} is a directory: its checksum is the "
                        "xxh3-128 tree digest (`obsflow upload` computes it); md5 applies to single files only")
-    if not is_directory:
-        refusal = check_size(size, options.max_file_bytes)
-        if refusal is None and claim.size is not None and claim.size != size:
+    if not probe.is_directory:
+        refusal = check_size(probe.size, options.max_file_bytes)
+        if refusal is None and claim.size is not None and claim.size != probe.size:
             refusal = Refusal(RefusalCode.SIZE_MISMATCH, f"{claim.name}: announced {claim.size} bytes but "
-                              f"{source} holds {size}; announce it again once it is complete")
-    return refusal or size
-
-
-def _probe_source(path: Path) -> tuple[bool, int] | Refusal:
-    """(is a directory, size of a regular file) or why the path cannot be ingested."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return Refusal(RefusalCode.NOT_FOUND, f"nothing exists at {path}; check the path and that this host "
-                       "mounts the filesystem it is on")
-    except (PermissionError, NotADirectoryError) as e:
-        return Refusal(RefusalCode.INVALID_PATH, f"cannot read {path}: {e.strerror}")
-    if stat.S_ISDIR(info.st_mode):
-        readable = os.access(path, os.R_OK | os.X_OK)
-    elif stat.S_ISREG(info.st_mode):
-        readable = os.access(path, os.R_OK)
-    else:
-        return Refusal(RefusalCode.INVALID_PATH, f"{path} is neither a regular file nor a directory")
-    if not readable:
-        return Refusal(RefusalCode.INVALID_PATH, f"the ingest service may not read {path}; fix its permissions")
-    return stat.S_ISDIR(info.st_mode), (0 if stat.S_ISDIR(info.st_mode) else info.st_size)
+                              f"{source} holds {probe.size}; announce it again once it is complete")
+    return refusal or (source, probe.size)

@@ -119,7 +119,7 @@ def test_a_file_beneath_the_root_is_opened_and_read(root: Path, resolution: str)
 ])
 def test_no_symlink_is_followed(root: Path, resolution: str, relative: str, link: str) -> None:
     for flags in (os.O_RDONLY, os.O_RDONLY | os.O_DIRECTORY, os.O_PATH):
-        with pytest.raises(UnsafePath, match=f"'{link}' is a symbolic link"):
+        with pytest.raises(UnsafePath, match=f"'{link}'( \\(on the way to '{relative}'\\))? is a symbolic link"):
             open_beneath(root, relative, flags)
 
 
