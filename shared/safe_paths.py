@@ -44,7 +44,11 @@ class UnsafeRoot(ConfigurationError):
     """A root that is empty, `/`, relative, not normalised, not configured, or not an existing directory."""
 
 
-class UnsafePath(PermanentError):
+class MissingRoot(UnsafeRoot):
+    """A well-formed root that does not exist or is not a directory (a disk not mounted, a typo)."""
+
+
+class UnsafePath(PermanentError, ValueError):
     """A path that cannot be resolved beneath its root without a symlink, `..` or leaving the root."""
 
 
@@ -59,7 +63,7 @@ class Beneath:
         return f"{self.root.rstrip('/')}/{self.relative}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Entry:
     """One entry of a walked tree: its path relative to the walked directory ('/'-separated) and its lstat mode."""
 
@@ -230,7 +234,7 @@ def open_root(root: RootLike, configured: Iterable[RootLike] | None = None) -> i
     try:
         return os.open(path, _DIRECTORY)
     except (FileNotFoundError, NotADirectoryError) as e:
-        raise UnsafeRoot(f"root {path} does not exist or is not a directory (not mounted?): {e.strerror}") from e
+        raise MissingRoot(f"root {path} does not exist or is not a directory (not mounted?): {e.strerror}") from e
 
 
 @contextlib.contextmanager
@@ -254,6 +258,21 @@ def open_beneath(root: RootLike | int, relative: str, flags: int = os.O_RDONLY) 
         return _open(root_fd, parts, flags)
 
 
+def _list(root_fd: int, parts: list[str]) -> list[Entry]:
+    fd = _open(root_fd, parts, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with os.scandir(fd) as listing:
+            return sorted(Entry(e.name, e.stat(follow_symlinks=False).st_mode) for e in listing)
+    finally:
+        os.close(fd)
+
+
+def list_beneath(root: RootLike | int, relative: str = "") -> list[Entry]:
+    """The entries of the one directory `relative` beneath `root`, by name; the directory is reached via no link."""
+    with _root_descriptor(root) as root_fd:
+        return _list(root_fd, relative_parts(relative))
+
+
 def walk_beneath(root: RootLike | int, relative: str = "") -> Iterator[Entry]:
     """Every entry below `relative` (beneath `root`), parents first; symlinks are listed, never entered."""
     base = relative_parts(relative)
@@ -261,14 +280,8 @@ def walk_beneath(root: RootLike | int, relative: str = "") -> Iterator[Entry]:
         pending = [""]
         while pending:
             directory = pending.pop()
-            fd = _open(root_fd, base + relative_parts(directory), os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                with os.scandir(fd) as listing:
-                    found = sorted((e.name, e.stat(follow_symlinks=False).st_mode) for e in listing)
-            finally:
-                os.close(fd)
-            for name, mode in found:
-                entry = Entry(f"{directory}/{name}" if directory else name, mode)
+            for found in _list(root_fd, base + relative_parts(directory)):
+                entry = Entry(f"{directory}/{found.relative}" if directory else found.relative, found.mode)
                 yield entry
                 if entry.is_directory:
                     pending.append(entry.relative)
