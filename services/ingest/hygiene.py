@@ -18,10 +18,10 @@ import asyncpg
 import structlog
 
 from services.ingest.repository import expired_uploads, forget_upload, known_upload_ids
+from services.ingest.staging import UnsafeStore
 from services.ingest.storage import StoreSet
 from shared.batching import Batcher
 from shared.errors import TransientError
-from shared.safe_paths import UnsafePath, UnsafeRoot
 
 log = structlog.get_logger()
 
@@ -120,7 +120,7 @@ async def sweep_staging(pool: asyncpg.Pool, schema: str, stores: StoreSet, *, ol
         for store, area in stores.areas.items():
             try:
                 entries = await asyncio.to_thread(area.staged_entries)
-            except (UnsafePath, UnsafeRoot) as e:
+            except UnsafeStore as e:
                 log.error("staging_sweep_refused", store=store, reason=str(e))
                 continue  # removes nothing it cannot reach beneath the store root without following a link
             for entry in entries:
@@ -156,7 +156,7 @@ async def expire_uploads(pool: asyncpg.Pool, locks: StagingLocks, stores: StoreS
                 if area is not None:
                     try:
                         await asyncio.to_thread(area.discard, area.staging_dir / upload.upload_id)
-                    except (UnsafePath, UnsafeRoot) as e:
+                    except UnsafeStore as e:
                         # Its bytes stay where they are (the next sweep refuses them too); the upload is over.
                         log.error("expired_upload_not_removed", upload_id=upload.upload_id, reason=str(e))
                 await forget_upload(pool, upload.upload_id)

@@ -21,7 +21,8 @@ import structlog
 from services.ingest.names import PathOutsideStore, safe_join
 from services.ingest.onepass import fsync_directory
 from services.ingest.stores import MAIN_DIR_NAME, STAGING_DIR_NAME
-from shared.safe_paths import MissingRoot, check_root, list_beneath, relative_parts, remove_beneath
+from shared.errors import ConfigurationError
+from shared.safe_paths import MissingRoot, UnsafePath, check_root, list_beneath, relative_parts, remove_beneath
 
 log = structlog.get_logger()
 
@@ -36,6 +37,10 @@ class AlreadyInStore(FileExistsError):
 
 class InvalidUploadId(ValueError):
     """An upload id is not usable as a staging entry name."""
+
+
+class UnsafeStore(ConfigurationError):
+    """A store's staging or main area cannot be reached beneath its root without following a link."""
 
 
 @functools.cache
@@ -95,7 +100,16 @@ class StagingArea:
 
     def _remove_staged(self, name: str) -> bool:
         """Remove `staging/<name>` beneath the store root, following no link (a link itself is removed)."""
-        return remove_beneath(self.root, f"{STAGING_DIR_NAME}/{name}", [self.root])
+        return self._remove(f"{STAGING_DIR_NAME}/{name}")
+
+    def _remove(self, relative: str) -> bool:
+        try:
+            return remove_beneath(self.root, relative, [self.root])
+        except UnsafePath as e:
+            # The store's own layout is wrong (e.g. staging/ is a link elsewhere): an operator's problem, not the
+            # upload's, so it is never reported as a refusal of what was being ingested.
+            raise UnsafeStore(f"store {self.root}: refusing to remove {relative}: {e}; make the store's "
+                              f"{STAGING_DIR_NAME}/ and {MAIN_DIR_NAME}/ real directories on its own disk") from e
 
     def _require_staged(self, path: Path) -> Path:
         staged = Path(path)
@@ -152,7 +166,7 @@ class StagingArea:
         """Remove `main/<name>` left by a commit whose transaction never committed; False if nothing was there."""
         if not relative_parts(name):  # '' or '.' would name main itself
             raise PathOutsideStore(f"{name!r} names no file in {self.main_dir}")
-        return remove_beneath(self.root, f"{MAIN_DIR_NAME}/{name}", [self.root])
+        return self._remove(f"{MAIN_DIR_NAME}/{name}")
 
     def staged_entries(self) -> list[Path]:
         """Every entry currently in the staging area (listed beneath the store root, never through a link)."""
@@ -160,3 +174,6 @@ class StagingArea:
             return [self.staging_dir / entry.relative for entry in list_beneath(self.root, STAGING_DIR_NAME)]
         except (FileNotFoundError, MissingRoot):
             return []  # no staging area (a disabled store, a disk not mounted): nothing staged there
+        except UnsafePath as e:
+            raise UnsafeStore(f"store {self.root}: cannot list {STAGING_DIR_NAME}/: {e}; make it a real "
+                              "directory on the store's disk") from e

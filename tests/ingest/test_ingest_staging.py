@@ -7,7 +7,7 @@ import pytest
 from services.ingest.digest import copy_tree_and_digest, digest_tree
 from services.ingest.names import PathOutsideStore
 from services.ingest.onepass import ChecksummingWriter, copy_and_checksum
-from services.ingest.staging import AlreadyInStore, InvalidUploadId, StagingArea, rename_no_replace
+from services.ingest.staging import AlreadyInStore, InvalidUploadId, StagingArea, UnsafeStore, rename_no_replace
 from services.ingest.storage import commit_no_replace
 from shared.safe_paths import UnsafePath, UnsafeRoot
 
@@ -197,11 +197,11 @@ def test_a_staging_directory_that_is_a_link_out_is_never_removed_from(tmp_path: 
     area = StagingArea(tmp_path / "store")
     area.root.mkdir()
     (area.root / "staging").symlink_to(outside)  # the staging area "is" a directory elsewhere
-    with pytest.raises(UnsafePath, match="'staging'.* is a symbolic link"):
+    with pytest.raises(UnsafeStore, match="'staging'.* is a symbolic link"):
         area.discard(area.staging_dir / "victim")
-    with pytest.raises(UnsafePath):
+    with pytest.raises(UnsafeStore, match="make the store's staging/ and main/ real directories"):
         area.new_upload("victim")
-    with pytest.raises(UnsafePath):
+    with pytest.raises(UnsafeStore):
         area.staged_entries()
     assert _survived(outside)
 
@@ -216,7 +216,7 @@ def test_an_unminted_leftover_in_main_is_removed_beneath_the_store(area: Staging
     assert commit_no_replace(area, _stage(area, "u2", b"new"), "zen.3").read_bytes() == b"new"
     assert committed.read_bytes() == b"fresh" and _survived(outside)
     for name in ("", ".", "../staging", "/etc/passwd"):
-        with pytest.raises((PathOutsideStore, UnsafePath)):
+        with pytest.raises((PathOutsideStore, UnsafePath, UnsafeStore)):
             area.remove_unminted(name)
     assert area.main_dir.is_dir()
 
@@ -225,7 +225,7 @@ def test_a_main_area_that_is_a_link_out_is_never_removed_from(tmp_path: Path, ou
     area = StagingArea(tmp_path / "store")
     (area.root / "staging").mkdir(parents=True)
     (area.root / "main").symlink_to(outside)
-    with pytest.raises(UnsafePath):
+    with pytest.raises(UnsafeStore):
         area.remove_unminted("victim")
     assert _survived(outside)
 
