@@ -9,6 +9,8 @@ if the check were missing.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import shutil
 import stat
@@ -327,3 +329,19 @@ def test_a_tree_removed_while_unreadable_entries_inside_are_handled_by_rmtree(ro
     os.chmod(path / "leaf", stat.S_IRUSR)
     assert remove_beneath(root, "deep") is True
     assert not deep.exists()
+
+
+def test_a_kernel_without_openat2_falls_back_to_the_walk(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def no_openat2(*args: object) -> int:
+        calls.append(1)
+        ctypes.set_errno(errno.ENOSYS)  # what Linux < 5.6, or a seccomp filter that hides it, answers
+        return -1
+
+    monkeypatch.setattr(safe_paths, "_use_openat2", True)
+    monkeypatch.setattr(safe_paths, "_openat2", lambda: no_openat2)
+    assert _read(open_beneath(root, "dir/sub/nested")) == b"nested"
+    with pytest.raises(UnsafePath, match="symbolic link"):
+        open_beneath(root, "dir/linkdir/secret")
+    assert calls == [1] and safe_paths._use_openat2 is False, "asked once, then the walk only"
