@@ -102,7 +102,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _stores_are_absolute(self) -> Settings:
-        # Zero configuration gives one store under the data directory; relative roots resolve from the cwd.
+        # Zero configuration gives one store under the data directory; relative roots resolve from the cwd, once,
+        # here: nothing later (a cleanup above all) may take a root relative to whatever its cwd is then.
+        self.data_dir = Path(self.data_dir).resolve()
+        for store in self.stores:
+            if str(store.root) in ("", ".", "/"):
+                raise ValueError(f"store {store.name!r} has root {str(store.root)!r}: give it its own directory")
         if not self.stores:
             self.stores = [StoreSettings(name="main", root=Path(self.data_dir) / "stores" / "main")]
         for store in self.stores:

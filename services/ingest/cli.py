@@ -15,13 +15,15 @@ from typing import Any
 import aio_pika
 from yarl import URL
 
+from services.ingest.options import ingest_options
 from shared import credentials
 from shared.bus import publish_event
 from shared.client import ObsflowClient, job_provenance
 from shared.errors import ConfigurationError
 from shared.events import new_event
 from shared.events.types import ObservationAnnounced
-from shared.settings import load_settings
+from shared.safe_paths import split_beneath
+from shared.settings import Settings, load_settings
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -45,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     simulate = sub.add_parser("simulate", help="simulate an instrument")
     sim_sub = simulate.add_subparsers(dest="instrument", required=True, metavar="INSTRUMENT")
     correlator = sim_sub.add_parser("correlator", help="write HERA-like files and announce each one")
-    correlator.add_argument("--dir", required=True, type=Path, help="where the correlator writes")
+    correlator.add_argument("--dir", type=Path, help="where the correlator writes (default: the first of ingest's "
+                            "source roots, `<data_dir>/incoming` unless [services.ingest] source_roots is set)")
     correlator.add_argument("--rate", required=True, type=float, help="files per second")
     correlator.add_argument("--size", required=True, type=parse_size, help="bytes per file (e.g. 64MiB)")
     correlator.add_argument("--count", type=int, help="stop after this many files (default: run until Ctrl-C)")
@@ -112,9 +115,25 @@ def write_observation(path: Path, size: int, seed: int) -> None:
             written += len(chunk)
 
 
+def _correlator_directory(settings: Settings, wanted: Path | None) -> Path:
+    """Where the simulated correlator writes: `wanted`, or the first directory ingest reads from."""
+    roots = ingest_options(settings.service_options("ingest"), data_dir=settings.data_dir,
+                           store_roots=[store.root for store in settings.stores]).source_roots
+    if wanted is None:
+        if not roots:
+            raise ConfigurationError("ingest reads local paths from no directory ([services.ingest] source_roots "
+                                     "= []): pass --dir, and add it to source_roots so the files can be ingested")
+        return Path(roots[0])
+    directory = Path(os.path.abspath(wanted))
+    if split_beneath(f"{directory}/x", roots) is None:
+        print(f"obsflow: warning: {directory} is not beneath ingest's [services.ingest] source_roots "
+              f"({', '.join(roots) or 'none'}); the ingest service will refuse these files", file=sys.stderr)
+    return directory
+
+
 async def _simulate(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    directory: Path = args.dir.resolve()
+    directory = _correlator_directory(settings, args.dir)
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     amqp_url = credentials.amqp_url(settings, "instrument")
     connection = await aio_pika.connect_robust(amqp_url)

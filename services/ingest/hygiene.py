@@ -18,6 +18,7 @@ import asyncpg
 import structlog
 
 from services.ingest.repository import expired_uploads, forget_upload, known_upload_ids
+from services.ingest.staging import UnsafeStore
 from services.ingest.storage import StoreSet
 from shared.batching import Batcher
 from shared.errors import TransientError
@@ -116,8 +117,13 @@ async def sweep_staging(pool: asyncpg.Pool, schema: str, stores: StoreSet, *, ol
     cutoff = time.time() - older_than_s
     removed = 0
     async with pool.acquire() as conn:
-        for area in stores.areas.values():
-            for entry in await asyncio.to_thread(area.staged_entries):
+        for store, area in stores.areas.items():
+            try:
+                entries = await asyncio.to_thread(area.staged_entries)
+            except UnsafeStore as e:
+                log.error("staging_sweep_refused", store=store, reason=str(e))
+                continue  # removes nothing it cannot reach beneath the store root without following a link
+            for entry in entries:
                 if entry.name in known or (older_than_s and _mtime(entry) >= cutoff):
                     continue
                 key = _lock_key(schema, entry.name)
@@ -148,7 +154,11 @@ async def expire_uploads(pool: asyncpg.Pool, locks: StagingLocks, stores: StoreS
             async with locks.hold(upload.upload_id):
                 area = stores.areas.get(upload.store)
                 if area is not None:
-                    await asyncio.to_thread(area.discard, area.staging_dir / upload.upload_id)
+                    try:
+                        await asyncio.to_thread(area.discard, area.staging_dir / upload.upload_id)
+                    except UnsafeStore as e:
+                        # Its bytes stay where they are (the next sweep refuses them too); the upload is over.
+                        log.error("expired_upload_not_removed", upload_id=upload.upload_id, reason=str(e))
                 await forget_upload(pool, upload.upload_id)
                 expired += 1
                 log.info("upload_expired", upload_id=upload.upload_id, name=upload.name)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import stat
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -23,7 +21,7 @@ from typing import Any, Protocol
 import asyncpg
 import structlog
 
-from services.ingest.digest import TreeRefused, copy_tree_and_digest
+from services.ingest.digest import TreeRefused
 from services.ingest.hygiene import StagingLocks
 from services.ingest.minting import (
     Claim,
@@ -33,7 +31,7 @@ from services.ingest.minting import (
     decide_mint,
 )
 from services.ingest.observations import parse_observation
-from services.ingest.onepass import MD5, XXH3_128, copy_and_checksum
+from services.ingest.onepass import MD5, XXH3_128
 from services.ingest.options import IngestOptions
 from services.ingest.repository import (
     NewFile,
@@ -43,6 +41,7 @@ from services.ingest.repository import (
     insert_files,
     insert_instances,
 )
+from services.ingest.sources import copy_source
 from services.ingest.staging import StagingArea
 from services.ingest.storage import StoreSet
 from services.ingest.stores import NoRoom
@@ -50,6 +49,7 @@ from shared.batching import Batcher
 from shared.bus import Once, append_events
 from shared.events import Event, Payload
 from shared.events.types import FileMinted, IngestRejected, InstanceCreated
+from shared.safe_paths import Beneath
 
 log = structlog.get_logger()
 
@@ -335,7 +335,7 @@ async def _pool_transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connect
 class CopyOrder:
     """A source to copy into a store's staging area under an upload id, with the checksums to compute."""
 
-    source: Path
+    source: Beneath  # a path beneath a source root, opened without following links
     store: str
     upload_id: str
     algorithms: tuple[str, ...]
@@ -365,14 +365,12 @@ def _copy_group(stores: StoreSet, group: list[tuple[int, CopyOrder]], direct: bo
 
 def _copy_into_staging(area: StagingArea, order: CopyOrder, direct: bool) -> Staged:
     staged = area.new_upload(order.upload_id)
-    if stat.S_ISDIR(os.stat(order.source).st_mode):
-        tree = copy_tree_and_digest(order.source, staged, direct=direct)
-        measured = Measured(tree.size, {XXH3_128: tree.digest})
-        return Staged(order.upload_id, order.store, staged, measured, is_directory=True)
-    # fsynced here, in the copy's own thread: concurrent copies' fsyncs share journal commits, and the mint
-    # batch's own fsync of the entry then finds nothing left to write.
-    copied = copy_and_checksum(order.source, staged, order.algorithms, direct=direct)
-    return Staged(order.upload_id, order.store, staged, Measured(copied.size, copied.checksums))
+    # Opened beneath its source root and read through that descriptor only (services/ingest/sources.py); fsynced
+    # here, in the copy's own thread: concurrent copies' fsyncs share journal commits, and the mint batch's own
+    # fsync of the entry then finds nothing left to write.
+    copied = copy_source(order.source, staged, order.algorithms, direct=direct)
+    measured = Measured(copied.size, copied.checksums)
+    return Staged(order.upload_id, order.store, staged, measured, is_directory=copied.is_directory)
 
 
 __all__ = ["CopyOrder", "DoneOnce", "Ingester", "Minted", "NoRoom", "Outcome", "Provenance", "Staged", "TreeRefused",

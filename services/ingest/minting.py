@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from services.ingest.names import InvalidFileName, InvalidFileSize, validate_file_name, validate_size
 from services.ingest.onepass import MD5, XXH3_128, InvalidChecksum, parse_checksum
+from shared.safe_paths import PATH_MAX, Beneath, split_beneath
 
 _FILE_TYPE_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
@@ -144,29 +145,32 @@ def check_size(size: int, max_bytes: int) -> Refusal | None:
     return None
 
 
-def check_source_path(path: str, allowed_roots: tuple[str, ...]) -> Refusal | None:
-    """Refuse a relative path, one with '..' components, or one outside the configured source roots."""
+def locate_source(path: str, allowed_roots: tuple[str, ...]) -> Beneath | Refusal:
+    """The source root that holds `path` and the part below it, or why it may not be read (no file is touched).
+
+    Only text is compared here; opening it beneath that root without following a symlink is the caller's next step.
+    """
+    shown = f"{path[:200]!r}{'...' if len(path) > 200 else ''}"
     if not path or "\0" in path:
-        return Refusal(RefusalCode.INVALID_PATH, f"invalid source path {path[:200]!r}: empty or contains NUL")
+        return Refusal(RefusalCode.INVALID_PATH, f"invalid source path {shown}: empty or contains NUL")
+    if len(os.fsencode(path)) >= PATH_MAX:
+        return Refusal(RefusalCode.INVALID_PATH, f"refusing source path {shown}: it is {len(path)} characters long, "
+                       f"longer than the {PATH_MAX - 1} bytes a path can have")
     if not os.path.isabs(path):
-        return Refusal(RefusalCode.INVALID_PATH, f"source path {path[:200]!r} must be absolute")
+        return Refusal(RefusalCode.INVALID_PATH, f"source path {shown} must be absolute")
     if ".." in path.split(os.sep):
-        return Refusal(
-            RefusalCode.INVALID_PATH, f"refusing source path {path[:200]!r}: it contains '..' (path traversal)"
-        )
-    normal = os.path.normpath(path)
-    if allowed_roots and not any(_is_within(normal, root) for root in allowed_roots):
-        return Refusal(
-            RefusalCode.INVALID_PATH,
-            f"refusing source path {path[:200]!r}: it is outside the directories this site ingests from "
-            f"({', '.join(allowed_roots)})",
-        )
-    return None
-
-
-def _is_within(path: str, root: str) -> bool:
-    root = os.path.normpath(root)
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+        return Refusal(RefusalCode.INVALID_PATH, f"refusing source path {shown}: it contains '..' (path traversal)")
+    if not allowed_roots:
+        return Refusal(RefusalCode.INVALID_PATH, f"refusing source path {shown}: this site reads local paths from no "
+                       "directory; an operator sets [services.ingest] source_roots to the directories instruments "
+                       "write to")
+    beneath = split_beneath(path, allowed_roots)
+    if beneath is None:
+        where = "is a source root itself, not a file in one" if os.path.normpath(path) in allowed_roots else (
+            "is outside the directories this site ingests from")
+        return Refusal(RefusalCode.INVALID_PATH, f"refusing source path {shown}: it {where} "
+                       f"([services.ingest] source_roots = {list(allowed_roots)})")
+    return beneath
 
 
 def compare_with_claim(claim: Claim, measured: Measured) -> Refusal | None:

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import functools
 import hashlib
+import io
 import mmap
 import os
 import re
@@ -212,8 +213,16 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def _open_source(src: Path | int) -> io.FileIO:
+    """A binary reader of src: a path, or a descriptor opened by the caller (read from its start, left open)."""
+    if isinstance(src, int):
+        os.lseek(src, 0, os.SEEK_SET)
+        return io.FileIO(src, "rb", closefd=False)
+    return io.FileIO(src, "rb")
+
+
 def copy_and_checksum(
-    src: Path,
+    src: Path | int,
     dst: Path,
     algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
     bufsize: int = DEFAULT_BUFSIZE,
@@ -221,7 +230,7 @@ def copy_and_checksum(
     fsync: bool = True,
     direct: bool = True,
 ) -> CopyResult:
-    """Copy src to a new file dst in one pass, computing checksums on the way, then fsync dst.
+    """Copy src (a path, or a descriptor to read through) to a new file dst in one pass, checksumming, then fsync dst.
 
     With `direct` (where the filesystem allows it) whole blocks are written with O_DIRECT (see DIRECT_BLOCK).
 
@@ -232,7 +241,7 @@ def copy_and_checksum(
     updates = [hasher.update for hasher in hashers.values()]
     view = _reusable_buffer(bufsize)
     size = 0
-    with open(src, "rb", buffering=0) as source:
+    with _open_source(src) as source:
         fd = _open_new_file(dst)
         try:
             _advise_sequential(source.fileno())
@@ -266,14 +275,14 @@ def _advise_sequential(fd: int) -> None:
 
 
 def read_checksums(
-    path: Path, algorithms: Sequence[str] = DEFAULT_ALGORITHMS, bufsize: int = DEFAULT_BUFSIZE
+    path: Path | int, algorithms: Sequence[str] = DEFAULT_ALGORITHMS, bufsize: int = DEFAULT_BUFSIZE
 ) -> CopyResult:
-    """Read a file once and return its size and checksums (verification; nothing is written)."""
+    """Read a file (a path or a descriptor) once and return its size and checksums (nothing is written)."""
     hashers = _new_hashers(algorithms)
     updates = [hasher.update for hasher in hashers.values()]
     view = _reusable_buffer(bufsize)
     size = 0
-    with open(path, "rb", buffering=0) as source:
+    with _open_source(path) as source:
         _advise_sequential(source.fileno())
         while count := source.readinto(view):
             chunk = view[:count]

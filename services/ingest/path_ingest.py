@@ -8,19 +8,15 @@ one transaction. Each path still gets its own outcome: a refusal or an error in 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
-import stat
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import structlog
 
-from services.ingest.digest import TreeRefused
 from services.ingest.hygiene import StagingBusy
 from services.ingest.ingester import (
     CopyOrder,
@@ -41,14 +37,16 @@ from services.ingest.minting import (
     RefusalCode,
     check_claim,
     check_size,
-    check_source_path,
     decide_before_copy,
+    locate_source,
 )
 from services.ingest.onepass import MD5
 from services.ingest.options import IngestOptions
 from services.ingest.repository import PendingUpload, find_files, release_copies
+from services.ingest.sources import probe_source, refusal_for, tree_bytes
 from services.ingest.stores import NoRoom
 from shared.bus import Once
+from shared.safe_paths import PATH_MAX, Beneath
 
 log = structlog.get_logger()
 
@@ -69,6 +67,11 @@ class PathJob:
     once: DoneOnce | None = None
     want_md5: bool = False
     waits_for_room: bool = False
+
+
+def _bounded(path: str) -> str:
+    """A source path as an `ingest.rejected` event carries it: no longer than any path that can exist."""
+    return path if len(path) < PATH_MAX else f"{path[:PATH_MAX - 4]}..."
 
 
 def default_name(path: str) -> str:
@@ -98,16 +101,16 @@ async def ingest_paths(ingester: Ingester, jobs: Sequence[PathJob]) -> list[Outc
     options = ingester.options
     probes = await asyncio.to_thread(lambda: [_precheck(options, jobs[index]) for index in todo])
     refusals: dict[int, Refusal] = {}
-    sizes: dict[int, int] = {}
+    sources: dict[int, tuple[Beneath, int]] = {}
     for index, probe in zip(todo, probes, strict=True):
         if isinstance(probe, Refusal):
             refusals[index] = probe
         else:
-            sizes[index] = probe
-    existing = await find_files(ingester.pool, [jobs[index].claim.name for index in sizes])
+            sources[index] = probe
+    existing = await find_files(ingester.pool, [jobs[index].claim.name for index in sources])
     unchanged: list[int] = []
-    needs: dict[int, int] = {}  # the bytes each copy reserves
-    for index, size in sizes.items():
+    needs: dict[int, tuple[Beneath, int]] = {}  # where each copy reads and the bytes it reserves
+    for index, (source, size) in sources.items():
         job = jobs[index]
         verdict = decide_before_copy(job.claim, existing.get(job.claim.name))
         if isinstance(verdict, AlreadyMinted):
@@ -115,7 +118,7 @@ async def ingest_paths(ingester: Ingester, jobs: Sequence[PathJob]) -> list[Outc
         elif isinstance(verdict, Refusal):
             refusals[index] = verdict
         else:
-            needs[index] = max(size, job.claim.size or 0)
+            needs[index] = (source, max(size, job.claim.size or 0))
     if needs:
         results.update(await _copy_and_commit(ingester, jobs, needs, refusals))
     for index, outcome in list(results.items()):
@@ -124,13 +127,14 @@ async def ingest_paths(ingester: Ingester, jobs: Sequence[PathJob]) -> list[Outc
             refusals[index] = Refusal(RefusalCode.NO_STORE, outcome.reason)
     await _each(results, {index: _unchanged(jobs[index]) for index in unchanged})
     await _each(results, {index: ingester.refuse(jobs[index].tx, refusal, name=jobs[index].claim.name,
-                                                 path=jobs[index].source, caused_by=jobs[index].who.caused_by)
+                                                 path=_bounded(jobs[index].source),
+                                                 caused_by=jobs[index].who.caused_by)
                           for index, refusal in refusals.items()})
     return [results[index] for index in range(len(jobs))]
 
 
 async def _copy_and_commit(
-    ingester: Ingester, jobs: Sequence[PathJob], needs: dict[int, int], refusals: dict[int, Refusal]
+    ingester: Ingester, jobs: Sequence[PathJob], needs: dict[int, tuple[Beneath, int]], refusals: dict[int, Refusal]
 ) -> dict[int, Outcome | BaseException]:
     """Reserve room for the copies, stage them under their locks and mint them; copies that cannot be read join
     `refusals`, those no store has room for get NoRoom."""
@@ -144,15 +148,15 @@ async def _copy_and_commit(
         mine = [index for index in needs if index not in results]
         # Reserved while the lock is held: whoever finds a copy's reservation with its lock free (the recovery
         # after a crash) knows that nobody is copying it.
-        wanted = [_copy_reservation(ingester, jobs[index], needs[index]) for index in mine]
+        wanted = [_copy_reservation(ingester, jobs[index], needs[index][1]) for index in mine]
         orders: dict[int, CopyOrder] = {}
         for index, place in zip(mine, await ingester.stores.reserve_copies(ingester.pool, wanted), strict=True):
             if isinstance(place, NoRoom):
                 results[index] = place
             else:
-                job = jobs[index]
-                orders[index] = CopyOrder(Path(job.source), place.store, job.upload_id,
-                                          algorithms_for(job.claim, job.want_md5), needs[index])
+                job, (source, size) = jobs[index], needs[index]
+                orders[index] = CopyOrder(source, place.store, job.upload_id, algorithms_for(job.claim, job.want_md5),
+                                          size)
         try:
             results.update(await _stage_and_mint(ingester, jobs, orders, refusals))
         finally:
@@ -168,11 +172,9 @@ async def _stage_and_mint(
     results: dict[int, Outcome | BaseException] = {}
     staged: dict[int, Staged] = {}
     for index, copied in zip(orders, await ingester.stage_copies(list(orders.values())), strict=True):
-        if isinstance(copied, FileNotFoundError):
-            refusals[index] = Refusal(RefusalCode.NOT_FOUND,
-                                      f"{jobs[index].source} vanished while it was copied: {copied}")
-        elif isinstance(copied, PermissionError | TreeRefused):
-            refusals[index] = Refusal(RefusalCode.INVALID_PATH, str(copied))
+        refusal = refusal_for(orders[index].source, copied) if isinstance(copied, Exception) else None
+        if refusal is not None:
+            refusals[index] = refusal  # it vanished, changed or became a link since the probe
         elif isinstance(copied, OSError) and copied.errno in (errno.ENOSPC, errno.EDQUOT):
             # The disk filled up under the copy (something else wrote to it): room to wait for, not a verdict.
             results[index] = NoRoom(orders[index].size, f"the disk of store {orders[index].store!r} filled up "
@@ -216,56 +218,25 @@ async def _each(results: dict[int, Outcome | BaseException], pending: dict[int, 
         results[index] = outcome
 
 
-def _precheck(options: IngestOptions, job: PathJob) -> Refusal | int:
-    """The bytes the copy will take (a directory's files summed), or why it cannot be ingested (blocking: it stats)."""
-    claim, source = job.claim, job.source
-    refusal = check_claim(claim, options.max_file_bytes) or check_source_path(source, options.source_roots)
+def _precheck(options: IngestOptions, job: PathJob) -> Refusal | tuple[Beneath, int]:
+    """Where the source lies and the bytes its copy will take (a directory's files summed), or why it cannot be
+    ingested (blocking: it opens it)."""
+    claim = job.claim
+    refusal = check_claim(claim, options.max_file_bytes)
     if refusal is not None:
         return refusal
-    probe = _probe_source(Path(source))
+    source = locate_source(job.source, options.source_roots)
+    if isinstance(source, Refusal):
+        return source
+    probe = probe_source(source)
     if isinstance(probe, Refusal):
         return probe
-    is_directory, size = probe
-    if is_directory and claim.algorithm == MD5:
+    if probe.is_directory and claim.algorithm == MD5:
         return Refusal(RefusalCode.INVALID_CHECKSUM, f"{claim.name} is a directory: its checksum is the "
                        "xxh3-128 tree digest (`obsflow upload` computes it); md5 applies to single files only")
-    if is_directory:
-        size = _tree_bytes(Path(source))  # what the copy will take, reserved before a byte moves
+    size = tree_bytes(source) if probe.is_directory else probe.size  # reserved before a byte moves
     refusal = check_size(size, options.max_file_bytes)
     if refusal is None and claim.size is not None and claim.size != size:
         refusal = Refusal(RefusalCode.SIZE_MISMATCH, f"{claim.name}: announced {claim.size} bytes but "
                           f"{source} holds {size}; announce it again once it is complete")
-    return refusal or size
-
-
-def _tree_bytes(root: Path) -> int:
-    """The bytes of the regular files below `root` (what its copy takes; links are not followed, the copy refuses
-    them). Entries that cannot be read count 0: the copy itself says what is wrong with them."""
-    total = 0
-    for parent, _dirs, files in os.walk(root):
-        for name in files:
-            with contextlib.suppress(OSError):
-                info = os.lstat(os.path.join(parent, name))
-                if stat.S_ISREG(info.st_mode):
-                    total += info.st_size
-    return total
-
-
-def _probe_source(path: Path) -> tuple[bool, int] | Refusal:
-    """(is a directory, size of a regular file) or why the path cannot be ingested."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return Refusal(RefusalCode.NOT_FOUND, f"nothing exists at {path}; check the path and that this host "
-                       "mounts the filesystem it is on")
-    except (PermissionError, NotADirectoryError) as e:
-        return Refusal(RefusalCode.INVALID_PATH, f"cannot read {path}: {e.strerror}")
-    if stat.S_ISDIR(info.st_mode):
-        readable = os.access(path, os.R_OK | os.X_OK)
-    elif stat.S_ISREG(info.st_mode):
-        readable = os.access(path, os.R_OK)
-    else:
-        return Refusal(RefusalCode.INVALID_PATH, f"{path} is neither a regular file nor a directory")
-    if not readable:
-        return Refusal(RefusalCode.INVALID_PATH, f"the ingest service may not read {path}; fix its permissions")
-    return stat.S_ISDIR(info.st_mode), (0 if stat.S_ISDIR(info.st_mode) else info.st_size)
+    return refusal or (source, size)

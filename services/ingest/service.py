@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import asyncio
 
+import structlog
+
 from services.ingest.announced import ANNOUNCED_QUEUE, announced_handler, announcement_job
 from services.ingest.hygiene import StagingLocks, keep_staging_clean, sweep_staging
 from services.ingest.ingester import Ingester
-from services.ingest.options import ingest_options
+from services.ingest.options import default_source_root, ingest_options
+from services.ingest.sources import prepare_source_roots
 from services.ingest.storage import StoreSet
 from services.ingest.uploads import upload_routes
 from services.ingest.waiting import WaitingRoom
 from shared.events import Event, Payload
 from shared.service import ServiceContext, ServiceParts, ServiceSpec
 
+log = structlog.get_logger()
+
 
 async def build(ctx: ServiceContext) -> ServiceParts:
     """Stores ready and swept, the announced-observation consumer, the upload routes, hygiene and metrics."""
-    options = ingest_options(ctx.settings.service_options("ingest"))
+    data_dir = ctx.settings.data_dir
+    options = ingest_options(ctx.settings.service_options("ingest"), data_dir=data_dir,
+                             store_roots=[store.root for store in ctx.settings.stores])
+    missing = await asyncio.to_thread(prepare_source_roots, options.source_roots, default_source_root(data_dir))
+    if missing:
+        log.warning("source_roots_missing", roots=missing, effect="paths there are refused until they exist")
     stores = StoreSet.from_settings(ctx.settings.stores, ctx.metrics.registry)
     await asyncio.to_thread(stores.prepare)
     await stores.refresh_usage(ctx.pool)

@@ -13,10 +13,6 @@ import errno
 import functools
 import os
 import re
-import shutil
-import stat
-import time
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +21,8 @@ import structlog
 from services.ingest.names import PathOutsideStore, safe_join
 from services.ingest.onepass import fsync_directory
 from services.ingest.stores import MAIN_DIR_NAME, STAGING_DIR_NAME
+from shared.errors import ConfigurationError
+from shared.safe_paths import MissingRoot, UnsafePath, check_root, list_beneath, relative_parts, remove_beneath
 
 log = structlog.get_logger()
 
@@ -39,6 +37,10 @@ class AlreadyInStore(FileExistsError):
 
 class InvalidUploadId(ValueError):
     """An upload id is not usable as a staging entry name."""
+
+
+class UnsafeStore(ConfigurationError):
+    """A store's staging or main area cannot be reached beneath its root without following a link."""
 
 
 @functools.cache
@@ -69,28 +71,12 @@ def rename_no_replace(src: Path, dst: Path) -> None:
     os.rename(src, dst)
 
 
-def _newest_mtime(path: Path) -> float:
-    info = os.lstat(path)
-    newest = info.st_mtime
-    if stat.S_ISDIR(info.st_mode):
-        for parent, dirs, files in os.walk(path):
-            for name in (*dirs, *files):
-                newest = max(newest, os.lstat(os.path.join(parent, name)).st_mtime)
-    return newest
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
 class StagingArea:
     """The staging and main areas of one store (``<store_root>/staging`` and ``<store_root>/main``)."""
 
     def __init__(self, store_root: Path) -> None:
-        self.root = Path(store_root)
+        # A store root that is empty, '/' or relative is refused here, before anything is written or removed.
+        self.root = check_root(store_root)
         self.staging_dir = self.root / STAGING_DIR_NAME
         self.main_dir = self.root / MAIN_DIR_NAME
         self._unsynced_directories: set[Path] = set()
@@ -108,14 +94,26 @@ class StagingArea:
                 "letter or digit (a UUID works)"
             )
         path = self.staging_dir / upload_id
-        if os.path.lexists(path):
+        if self._remove_staged(upload_id):
             log.warning("stale_staged_upload_removed", path=str(path), upload_id=upload_id)
-            _remove(path)
         return path
+
+    def _remove_staged(self, name: str) -> bool:
+        """Remove `staging/<name>` beneath the store root, following no link (a link itself is removed)."""
+        return self._remove(f"{STAGING_DIR_NAME}/{name}")
+
+    def _remove(self, relative: str) -> bool:
+        try:
+            return remove_beneath(self.root, relative, [self.root])
+        except UnsafePath as e:
+            # The store's own layout is wrong (e.g. staging/ is a link elsewhere): an operator's problem, not the
+            # upload's, so it is never reported as a refusal of what was being ingested.
+            raise UnsafeStore(f"store {self.root}: refusing to remove {relative}: {e}; make the store's "
+                              f"{STAGING_DIR_NAME}/ and {MAIN_DIR_NAME}/ real directories on its own disk") from e
 
     def _require_staged(self, path: Path) -> Path:
         staged = Path(path)
-        if staged.parent.resolve() != self.staging_dir.resolve() or staged.name in ("", ".", ".."):
+        if staged.parent != self.staging_dir or staged.name in ("", ".", ".."):
             raise PathOutsideStore(
                 f"{staged} is not an entry of the staging area {self.staging_dir}; only staged uploads "
                 "can be committed or discarded"
@@ -155,38 +153,27 @@ class StagingArea:
             fsync_directory(self._unsynced_directories.pop())
 
     def discard(self, path: Path) -> None:
-        """Remove a staged file or tree (a failed or refused upload); nothing there is fine."""
+        """Remove a staged file or tree (a failed or refused upload); nothing there is fine.
+
+        Only `staging/<entry>` beneath the store root is removed, resolved without following a link: a link
+        there is removed itself, never what it points to (shared/safe_paths.py).
+        """
         staged = self._require_staged(path)
-        if os.path.lexists(staged):
-            _remove(staged)
+        if self._remove_staged(staged.name):
             log.info("staged_upload_discarded", path=str(staged))
 
+    def remove_unminted(self, name: str) -> bool:
+        """Remove `main/<name>` left by a commit whose transaction never committed; False if nothing was there."""
+        if not relative_parts(name):  # '' or '.' would name main itself
+            raise PathOutsideStore(f"{name!r} names no file in {self.main_dir}")
+        return self._remove(f"{MAIN_DIR_NAME}/{name}")
+
     def staged_entries(self) -> list[Path]:
-        """Every entry currently in the staging area."""
-        if not self.staging_dir.is_dir():
-            return []
-        return sorted(self.staging_dir.iterdir())
-
-    def expire(self, older_than_s: float, now: float | None = None) -> list[Path]:
-        """Remove staged entries untouched (newest mtime in the entry) for older_than_s; return them."""
-        cutoff = (time.time() if now is None else now) - older_than_s
-        expired = []
-        for entry in self.staged_entries():
-            if _newest_mtime(entry) < cutoff:
-                _remove(entry)
-                expired.append(entry)
-                log.info("staged_upload_expired", path=str(entry), older_than_s=older_than_s)
-        if expired:
-            fsync_directory(self.staging_dir)
-        return expired
-
-    def sweep_orphans(self, known_upload_ids: Collection[str]) -> list[Path]:
-        """Remove staged entries whose upload id the service does not know (crash recovery); return them."""
-        known = set(known_upload_ids)
-        orphans = [entry for entry in self.staged_entries() if entry.name not in known]
-        for orphan in orphans:
-            _remove(orphan)
-            log.info("staged_orphan_removed", path=str(orphan))
-        if orphans:
-            fsync_directory(self.staging_dir)
-        return orphans
+        """Every entry currently in the staging area (listed beneath the store root, never through a link)."""
+        try:
+            return [self.staging_dir / entry.relative for entry in list_beneath(self.root, STAGING_DIR_NAME)]
+        except (FileNotFoundError, MissingRoot):
+            return []  # no staging area (a disabled store, a disk not mounted): nothing staged there
+        except UnsafePath as e:
+            raise UnsafeStore(f"store {self.root}: cannot list {STAGING_DIR_NAME}/: {e}; make it a real "
+                              "directory on the store's disk") from e

@@ -86,12 +86,8 @@ def commit_no_replace(area: StagingArea, staged: Path, name: str) -> Path:
     try:
         return area.commit(staged, name, sync=False)
     except AlreadyInStore:
-        leftover = area.main_dir / name
-        log.warning("unminted_leftover_replaced", path=str(leftover))
-        if leftover.is_dir() and not leftover.is_symlink():
-            shutil.rmtree(leftover)
-        else:
-            leftover.unlink(missing_ok=True)
+        log.warning("unminted_leftover_replaced", path=str(area.main_dir / name))
+        area.remove_unminted(name)  # beneath the store root, never through a link
         return area.commit(staged, name, sync=False)
 
 

@@ -40,6 +40,7 @@ from tests.ingest.service_support import free_port_block
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 ROOT = Path("/tmp/obsflow-bench-ingest")
+SOURCES = ROOT / "var" / "incoming"  # the site's default source root (its data directory is ROOT/var)
 SECRET = "bench-secret"
 HTTP_CLIENTS = 32  # small files uploaded side by side: enough to keep the server busy (8 leaves it waiting on fsyncs)
 
@@ -68,6 +69,7 @@ class Site:
             "OBSFLOW_AMQP_URL": self.amqp_url, "OBSFLOW_BUS__PREFIX": self.name,
             "OBSFLOW_HTTP_BASE_PORT": str(self.port),
             "OBSFLOW_LOG_FORMAT": "json", "OBSFLOW_LOG_LEVEL": "warning", "OBSFLOW_AUTH_SECRET": SECRET,
+            "OBSFLOW_DATA_DIR": str(self.root / "var"),
             "OBSFLOW_STORES": json.dumps([{"name": "main", "root": str(self.store)}]),
         }
         if "BENCH_PREFETCH" in os.environ:  # otherwise the service's default
@@ -147,12 +149,12 @@ async def _until(condition: Callable[[], Awaitable[bool]], *, timeout_s: float, 
 
 def _small_sources(count: int) -> list[Path]:
     # Other names than the large files' (write_sources numbers both from zero): no name conflicts.
-    return [p.rename(p.with_name(f"small.{p.name}")) for p in write_sources(ROOT / "small", count, MiB)]
+    return [p.rename(p.with_name(f"small.{p.name}")) for p in write_sources(SOURCES / "small", count, MiB)]
 
 
 def _fresh_root() -> None:
     shutil.rmtree(ROOT, ignore_errors=True)
-    ROOT.mkdir(parents=True)
+    SOURCES.mkdir(parents=True)
 
 
 class CpBaseline:
@@ -195,7 +197,7 @@ async def run(quick: bool) -> dict[str, Any]:
                                "small_files": small_count, "small_file_bytes": MiB, "disk_free_gib": free // GiB}
     try:
         await site.start()
-        large = await asyncio.to_thread(write_sources, ROOT / "large", 5, large_size)
+        large = await asyncio.to_thread(write_sources, SOURCES / "large", 5, large_size)
         total = 5 * large_size / 1e6
         cp = CpBaseline(large, "large", keep)
         await asyncio.to_thread(cp.measure)

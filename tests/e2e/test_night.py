@@ -74,8 +74,7 @@ async def test_two_nights_from_announcement_to_nightly_run(settings, amqp, tmp_p
             async with http.post(url, json=body) as r:
                 assert r.status == 201, await r.text()
 
-        correlator = tmp_path / "correlator"
-        correlator.mkdir()
+        correlator = tmp_path / "var" / "incoming"  # the site's default source root, made by ingest at start-up
         channel = await amqp.channel()
         exchange = await channel.get_exchange(f"{site.bus.prefix}.events")
         for start in NIGHTS:

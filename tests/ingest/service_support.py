@@ -12,6 +12,7 @@ from typing import Any
 import aio_pika
 import asyncpg
 
+from services.ingest.options import default_source_root
 from services.ingest.service import SPEC
 from shared.bus import Topology, publish_event
 from shared.events import Event, decode_event, new_event
@@ -24,13 +25,32 @@ from tests.infra import free_port_block
 def ingest_settings(
     settings: Settings, store_root: Path, *, capacity_bytes: int = 0, state: str = "online", **options: Any
 ) -> Settings:
-    """The test site's settings with one store (of that capacity and state) and the given [services.ingest] options."""
+    """The test site's settings with one store (of that capacity and state), a data directory beside it and the
+    given [services.ingest] options.
+
+    Without `source_roots` among the options the service reads local paths from `incoming(settings)` only.
+    """
     store_root.mkdir(parents=True, exist_ok=True)
     return settings.model_copy(update={
         "stores": [StoreSettings(name="main", root=store_root, capacity_bytes=capacity_bytes, state=state)],
+        "data_dir": store_root.parent / "var",
         "http_base_port": free_port_block(),
         "services": {"ingest": options},
     })
+
+
+def incoming(settings: Settings) -> Path:
+    """The default source root (`<data_dir>/incoming`): where tests put files to announce or upload by path."""
+    root = default_source_root(settings.data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def incoming_beside(store_root: Path) -> Path:
+    """`incoming(ingest_settings(settings, store_root))` without building settings: for a test's fixtures."""
+    root = default_source_root(store_root.parent / "var")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
 
 
 @contextlib.asynccontextmanager

@@ -1,7 +1,5 @@
-"""The staging area: atomic commits that never overwrite, discards, expiry and crash-recovery sweeps."""
+"""The staging area: atomic commits that never overwrite, and removals that never reach outside the store."""
 
-import os
-import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +7,9 @@ import pytest
 from services.ingest.digest import copy_tree_and_digest, digest_tree
 from services.ingest.names import PathOutsideStore
 from services.ingest.onepass import ChecksummingWriter, copy_and_checksum
-from services.ingest.staging import AlreadyInStore, InvalidUploadId, StagingArea, rename_no_replace
+from services.ingest.staging import AlreadyInStore, InvalidUploadId, StagingArea, UnsafeStore, rename_no_replace
+from services.ingest.storage import commit_no_replace
+from shared.safe_paths import UnsafePath, UnsafeRoot
 
 
 @pytest.fixture
@@ -148,48 +148,87 @@ def test_aborted_stream_leaves_nothing_in_staging(area: StagingArea) -> None:
     assert area.staged_entries() == []
 
 
-def _age(path: Path, seconds: float) -> None:
-    then = time.time() - seconds
-    for parent, dirs, files in os.walk(path) if path.is_dir() else [(str(path.parent), [], [path.name])]:
-        for name in (*dirs, *files):
-            os.utime(os.path.join(parent, name), (then, then))
-    os.utime(path, (then, then))
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A sibling of the store that links in the store point to: its canary must survive every removal."""
+    directory = tmp_path / "outside"
+    (directory / "victim").mkdir(parents=True)
+    (directory / "canary").write_bytes(b"must survive")
+    (directory / "victim" / "canary").write_bytes(b"must survive")
+    return directory
 
 
-def test_expire_removes_only_abandoned_uploads(area: StagingArea) -> None:
-    old_file = _stage(area, "old-file")
-    old_tree = area.new_upload("old-tree")
-    (old_tree / "sub").mkdir(parents=True)
-    (old_tree / "sub" / "f").write_bytes(b"f")
-    busy_tree = area.new_upload("busy-tree")
-    (busy_tree / "sub").mkdir(parents=True)
-    (busy_tree / "sub" / "growing").write_bytes(b"g")
-    fresh = _stage(area, "fresh")
-    for path in (old_file, old_tree, busy_tree):
-        _age(path, 7200)
-    os.utime(busy_tree / "sub" / "growing")  # a deep file still being written keeps its tree alive
-
-    expired = area.expire(older_than_s=3600)
-
-    assert sorted(expired) == sorted([old_file, old_tree])
-    assert sorted(area.staged_entries()) == sorted([busy_tree, fresh])
+def _survived(outside: Path) -> bool:
+    return (outside / "canary").read_bytes() == (outside / "victim" / "canary").read_bytes() == b"must survive"
 
 
-def test_expire_with_an_explicit_clock(area: StagingArea) -> None:
-    staged = _stage(area, "u1")
-    assert area.expire(older_than_s=60, now=time.time()) == []
-    assert area.expire(older_than_s=60, now=time.time() + 61) == [staged]
+@pytest.mark.parametrize("root", ["", ".", "/", "store", "./store", "/tmp/.."])
+def test_a_store_root_that_is_empty_slash_or_relative_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root: str
+) -> None:
+    monkeypatch.chdir(tmp_path)  # relative roots would mean a store right here, with a leftover to remove
+    (tmp_path / "store" / "staging" / "victim").mkdir(parents=True)
+    (tmp_path / "store" / "staging" / "victim" / "canary").write_bytes(b"must survive")
+    with pytest.raises(UnsafeRoot):
+        StagingArea(Path(root)).new_upload("victim")
+    assert (tmp_path / "store" / "staging" / "victim" / "canary").exists()
 
 
-def test_sweep_orphans_removes_only_unknown_uploads(area: StagingArea) -> None:
-    known = _stage(area, "known")
-    orphan_file = _stage(area, "crashed-mid-copy")
-    orphan_tree = area.new_upload("crashed-tree")
-    (orphan_tree / "half").mkdir(parents=True)
-    committed = area.commit(_stage(area, "done"), "zen.done")
+def test_a_staged_entry_that_is_a_link_is_removed_itself(area: StagingArea, outside: Path) -> None:
+    (area.staging_dir / "linked-file").symlink_to(outside / "canary")
+    (area.staging_dir / "linked-dir").symlink_to(outside / "victim")
+    area.discard(area.staging_dir / "linked-file")
+    assert area.new_upload("linked-dir") == area.staging_dir / "linked-dir"  # the leftover link is cleared
+    assert area.staged_entries() == [] and _survived(outside)
 
-    removed = area.sweep_orphans({"known", "done"})
 
-    assert sorted(removed) == sorted([orphan_file, orphan_tree])
-    assert area.staged_entries() == [known]
-    assert committed.exists()
+def test_a_staged_tree_holding_links_out_is_removed_without_following_them(
+    area: StagingArea, outside: Path
+) -> None:
+    tree = area.new_upload("tree")
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "out").symlink_to(outside)
+    (tree / "canary").symlink_to(outside / "canary")
+    area.discard(tree)
+    assert area.staged_entries() == [] and _survived(outside)
+
+
+def test_a_staging_directory_that_is_a_link_out_is_never_removed_from(tmp_path: Path, outside: Path) -> None:
+    area = StagingArea(tmp_path / "store")
+    area.root.mkdir()
+    (area.root / "staging").symlink_to(outside)  # the staging area "is" a directory elsewhere
+    with pytest.raises(UnsafeStore, match="'staging'.* is a symbolic link"):
+        area.discard(area.staging_dir / "victim")
+    with pytest.raises(UnsafeStore, match="make the store's staging/ and main/ real directories"):
+        area.new_upload("victim")
+    with pytest.raises(UnsafeStore):
+        area.staged_entries()
+    assert _survived(outside)
+
+
+def test_an_unminted_leftover_in_main_is_removed_beneath_the_store(area: StagingArea, outside: Path) -> None:
+    (area.main_dir / "zen.1").symlink_to(outside / "victim")  # a leftover that is a link: the link goes
+    assert area.remove_unminted("zen.1") is True
+    assert area.remove_unminted("zen.1") is False
+    committed = commit_no_replace(area, _stage(area, "u1", b"fresh"), "zen.2")
+    (area.main_dir / "zen.3").mkdir()  # a half-committed tree
+    (area.main_dir / "zen.3" / "out").symlink_to(outside)
+    assert commit_no_replace(area, _stage(area, "u2", b"new"), "zen.3").read_bytes() == b"new"
+    assert committed.read_bytes() == b"fresh" and _survived(outside)
+    for name in ("", ".", "../staging", "/etc/passwd"):
+        with pytest.raises((PathOutsideStore, UnsafePath, UnsafeStore)):
+            area.remove_unminted(name)
+    assert area.main_dir.is_dir()
+
+
+def test_a_main_area_that_is_a_link_out_is_never_removed_from(tmp_path: Path, outside: Path) -> None:
+    area = StagingArea(tmp_path / "store")
+    (area.root / "staging").mkdir(parents=True)
+    (area.root / "main").symlink_to(outside)
+    with pytest.raises(UnsafeStore):
+        area.remove_unminted("victim")
+    assert _survived(outside)
+
+
+def test_a_store_whose_root_is_missing_has_nothing_staged(tmp_path: Path) -> None:
+    assert StagingArea(tmp_path / "unmounted").staged_entries() == []

@@ -16,6 +16,7 @@ from tests.ingest.service_support import (
     announce,
     announcement,
     counts,
+    incoming_beside,
     ingest_settings,
     outbox_events,
     rejection_codes,
@@ -37,6 +38,12 @@ def store_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def src(store_root: Path) -> Path:
+    """Where the instrument writes: the site's default source root."""
+    return incoming_beside(store_root)
+
+
+@pytest.fixture
 async def ingest(settings, store_root: Path) -> AsyncIterator[ServiceRunner]:
     async with running_ingest(ingest_settings(settings, store_root, max_file_bytes=10_000)) as runner:
         yield runner
@@ -47,7 +54,7 @@ async def _drain(runner: ServiceRunner) -> None:
 
 
 async def test_200_announcements_published_twice_mint_200_files_once_each(
-    ingest: ServiceRunner, settings, amqp, tmp_path: Path, store_root: Path
+    ingest: ServiceRunner, settings, amqp, src: Path, store_root: Path
 ) -> None:
     channel = await amqp.channel()
     caught = await channel.declare_queue(exclusive=True, auto_delete=True)
@@ -56,7 +63,7 @@ async def test_200_announcements_published_twice_mint_200_files_once_each(
     for i in range(200):
         name = f"zen.{2459122 + i // 100}.{30000 + i:05d}.sum.uvh5"
         data = f"visibilities {i}".encode() * (i + 1)
-        path = write_file(tmp_path / "correlator" / name, data)
+        path = write_file(src / "correlator" / name, data)
         claimed = {"expected_size": len(data), "expected_checksum": xxh3(data)} if i % 2 else {}
         events.append(announcement(path, site=settings.site, **claimed))
     await announce(amqp, settings, *events, *events)
@@ -88,9 +95,9 @@ async def test_200_announcements_published_twice_mint_200_files_once_each(
 
 
 async def test_checksum_mismatch_is_refused_and_staging_cleaned(
-    ingest: ServiceRunner, settings, amqp, tmp_path: Path, store_root: Path
+    ingest: ServiceRunner, settings, amqp, src: Path, store_root: Path
 ) -> None:
-    path = write_file(tmp_path / "zen.2459122.30000.sum.uvh5", b"the real bytes")
+    path = write_file(src / "zen.2459122.30000.sum.uvh5", b"the real bytes")
     await announce(amqp, settings, announcement(path, site=settings.site, expected_checksum=xxh3(b"other bytes")))
     await _drain(ingest)
     assert await counts(ingest.ctx.pool) == (0, 0, 0)
@@ -100,10 +107,10 @@ async def test_checksum_mismatch_is_refused_and_staging_cleaned(
     assert staged_entries(store_root) == [] and list((store_root / "main").iterdir()) == []
 
 
-async def test_md5_claim_is_checked_in_the_same_pass(ingest: ServiceRunner, settings, amqp, tmp_path: Path) -> None:
+async def test_md5_claim_is_checked_in_the_same_pass(ingest: ServiceRunner, settings, amqp, src: Path) -> None:
     data = b"md5 partners"
-    good = write_file(tmp_path / "a" / "zen.2459122.30001.sum.uvh5", data)
-    bad = write_file(tmp_path / "b" / "zen.2459122.30002.sum.uvh5", data)
+    good = write_file(src / "a" / "zen.2459122.30001.sum.uvh5", data)
+    bad = write_file(src / "b" / "zen.2459122.30002.sum.uvh5", data)
     md5 = f"md5:{hashlib.md5(data).hexdigest()}"
     await announce(amqp, settings, announcement(good, site=settings.site, expected_checksum=md5),
                    announcement(bad, site=settings.site, expected_checksum="md5:" + "0" * 32))
@@ -113,13 +120,13 @@ async def test_md5_claim_is_checked_in_the_same_pass(ingest: ServiceRunner, sett
 
 
 async def test_duplicate_announcement_is_idempotent_and_conflicting_name_refused(
-    ingest: ServiceRunner, settings, amqp, tmp_path: Path, store_root: Path
+    ingest: ServiceRunner, settings, amqp, src: Path, store_root: Path
 ) -> None:
     name = "zen.2459122.30000.sum.uvh5"
-    original = write_file(tmp_path / "night1" / name, b"first night")
+    original = write_file(src / "night1" / name, b"first night")
     await announce(amqp, settings, announcement(original, site=settings.site))
     await _drain(ingest)
-    other = write_file(tmp_path / "night2" / name, b"something else")
+    other = write_file(src / "night2" / name, b"something else")
     await announce(
         amqp, settings,
         announcement(original, site=settings.site),  # a new event for the same bytes: nothing changes
@@ -142,6 +149,7 @@ async def test_duplicate_announcement_is_idempotent_and_conflicting_name_refused
     [
         ({"path": "{tmp}/../{tmp_name}/zen.2459122.30000.sum.uvh5"}, "invalid_path"),
         ({"path": "relative/zen.2459122.30000.sum.uvh5"}, "invalid_path"),
+        ({"path": "/etc/hostname"}, "invalid_path"),  # outside the source roots
         ({"name": "../../main/evil"}, "invalid_name"),
         ({"name": ".hidden"}, "invalid_name"),
         ({"name": "zen\u200b.uvh5"}, "invalid_name"),
@@ -154,12 +162,12 @@ async def test_duplicate_announcement_is_idempotent_and_conflicting_name_refused
     ],
 )
 async def test_bad_announcements_are_refused_without_state_change(
-    ingest: ServiceRunner, settings, amqp, tmp_path: Path, store_root: Path, announced: dict, code: str
+    ingest: ServiceRunner, settings, amqp, src: Path, store_root: Path, announced: dict, code: str
 ) -> None:
-    good = write_file(tmp_path / "zen.2459122.30000.sum.uvh5", b"fine bytes")
-    write_file(tmp_path / "big.uvh5", b"x" * 10_001)
+    good = write_file(src / "zen.2459122.30000.sum.uvh5", b"fine bytes")
+    write_file(src / "big.uvh5", b"x" * 10_001)
     fields = {"path": str(good), **announced}
-    fields["path"] = fields["path"].format(tmp=tmp_path, tmp_name=tmp_path.name)
+    fields["path"] = fields["path"].format(tmp=src, tmp_name=src.name)
     file_type = fields.pop("file_type", "uvh5")
     await announce(amqp, settings, announcement(fields.pop("path"), site=settings.site, file_type=file_type, **fields))
     await _drain(ingest)
@@ -170,8 +178,8 @@ async def test_bad_announcements_are_refused_without_state_change(
     assert staged_entries(store_root) == [] and list((store_root / "main").iterdir()) == []
 
 
-async def test_directory_is_one_file(ingest: ServiceRunner, settings, amqp, tmp_path: Path, store_root: Path) -> None:
-    tree = tmp_path / "zen.2459122.30000.sum.ms"
+async def test_directory_is_one_file(ingest: ServiceRunner, settings, amqp, src: Path, store_root: Path) -> None:
+    tree = src / "zen.2459122.30000.sum.ms"
     write_file(tree / "table.dat", b"rows")
     write_file(tree / "sub" / "col.dat", b"column")
     (tree / "empty").mkdir()
@@ -184,8 +192,8 @@ async def test_directory_is_one_file(ingest: ServiceRunner, settings, amqp, tmp_
     assert await ingest.ctx.pool.fetchval("SELECT is_directory FROM files") is True
 
 
-async def test_store_metrics_are_exported(ingest: ServiceRunner, settings, amqp, tmp_path: Path) -> None:
-    path = write_file(tmp_path / "zen.2459122.30000.sum.uvh5", b"12345")
+async def test_store_metrics_are_exported(ingest: ServiceRunner, settings, amqp, src: Path) -> None:
+    path = write_file(src / "zen.2459122.30000.sum.uvh5", b"12345")
     await announce(amqp, settings, announcement(path, site=settings.site))
     await _drain(ingest)
     registry = ingest.ctx.metrics.registry
@@ -198,9 +206,9 @@ async def test_store_metrics_are_exported(ingest: ServiceRunner, settings, amqp,
     ids=["one-batch", "small-batches", "page-cache-writes"],
 )
 async def test_one_burst_of_good_bad_and_repeated_announcements_gives_each_its_own_outcome(
-    settings, amqp, tmp_path: Path, store_root: Path, prefetch: int, direct_io: bool
+    settings, amqp, src: Path, store_root: Path, prefetch: int, direct_io: bool
 ) -> None:
-    source = tmp_path / "correlator"
+    source = src / "correlator"
     contents = {f"zen.2459122.{30000 + i:05d}.sum.uvh5": f"good visibilities {i}".encode() * (i + 1) for i in range(6)}
     good = []
     for i, (name, data) in enumerate(contents.items()):
@@ -209,7 +217,7 @@ async def test_one_burst_of_good_bad_and_repeated_announcements_gives_each_its_o
     mismatch = announcement(write_file(source / "zen.2459122.30100.sum.uvh5", b"the real bytes"), site=settings.site,
                             expected_checksum=xxh3(b"other bytes"))
     write_file(source / "zen.2459122.30101.sum.uvh5", b"readable, but named through ..")
-    traversal = announcement(f"{tmp_path}/../{tmp_path.name}/correlator/zen.2459122.30101.sum.uvh5",
+    traversal = announcement(f"{src}/../{src.name}/correlator/zen.2459122.30101.sum.uvh5",
                              site=settings.site)
     missing = announcement(source / "zen.2459122.30102.sum.uvh5", site=settings.site)
     burst = [good[0], mismatch, good[1], traversal, good[2], good[2], missing, good[3], good[4], good[5]]

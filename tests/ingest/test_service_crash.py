@@ -18,7 +18,7 @@ import xxhash
 from services.ingest.service import SPEC
 from shared.bus import Topology
 from tests.conftest import wait_for
-from tests.ingest.service_support import announce, announcement, free_port_block, staged_entries
+from tests.ingest.service_support import announce, announcement, free_port_block, incoming_beside, staged_entries
 
 pytestmark = pytest.mark.usefixtures("drop_schemas")
 MiB = 1024 * 1024
@@ -54,7 +54,7 @@ async def _ready(port: int) -> bool:
 async def test_sigkill_mid_copy_then_restart_mints_exactly_once(settings, amqp, tmp_path: Path) -> None:
     store = tmp_path / "store"
     store.mkdir()
-    source = tmp_path / "correlator" / NAME
+    source = incoming_beside(store) / "correlator" / NAME  # beneath the default source root
     source.parent.mkdir()
     checksum = await asyncio.to_thread(_write_large, source, 200 * MiB)
     base = free_port_block()
@@ -62,7 +62,7 @@ async def test_sigkill_mid_copy_then_restart_mints_exactly_once(settings, amqp, 
         **os.environ, "OBSFLOW_SITE": settings.site, "OBSFLOW_DATABASE_URL": settings.database_url,
         "OBSFLOW_AMQP_URL": settings.amqp_url, "OBSFLOW_BUS__PREFIX": settings.bus.prefix,
         "OBSFLOW_HTTP_BASE_PORT": str(base), "OBSFLOW_LOG_FORMAT": "json",
-        "OBSFLOW_AUTH_SECRET": "crash-test-secret",
+        "OBSFLOW_AUTH_SECRET": "crash-test-secret", "OBSFLOW_DATA_DIR": str(tmp_path / "var"),
         # Room for the file once: the killed copy's reservation must not count twice after the restart.
         "OBSFLOW_STORES": json.dumps([{"name": "main", "root": str(store), "capacity_bytes": 300 * MiB}]),
     }

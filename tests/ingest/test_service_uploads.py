@@ -19,6 +19,7 @@ from shared.runner import ServiceRunner
 from tests.conftest import wait_for
 from tests.ingest.service_support import (
     counts,
+    incoming,
     ingest_settings,
     outbox_events,
     rejection_codes,
@@ -168,22 +169,23 @@ async def test_bad_claims_are_refused(ingest: ServiceRunner, name, size, checksu
     assert await counts(ingest.ctx.pool) == (0, 0, 0)
 
 
-async def test_local_path_upload_of_a_directory(ingest: ServiceRunner, tmp_path: Path, store_root: Path) -> None:
-    tree = tmp_path / "zen.2459122.30000.sum.ms"
+async def test_local_path_upload_of_a_directory(ingest: ServiceRunner, store_root: Path) -> None:
+    source_root = incoming(ingest.settings)
+    tree = source_root / "zen.2459122.30000.sum.ms"
     write_file(tree / "a" / "b.dat", b"bbb")
     write_file(tree / "c.dat", b"cc")
     async with _client(ingest) as client:
         document = await client.upload_local(tree, file_type="ms")
         assert document["is_directory"] is True and document["size"] == 5
         with pytest.raises(ClientError) as missing:
-            await client.upload_local(tmp_path / "nothing-here.uvh5", file_type="uvh5")
+            await client.upload_local(source_root / "nothing-here.uvh5", file_type="uvh5")
         assert (missing.value.status, missing.value.code) == (404, "not_found")
     assert (store_root / "main" / tree.name / "a" / "b.dat").read_bytes() == b"bbb"
     assert staged_entries(store_root) == []
 
 
-async def test_local_path_upload_checks_md5_and_refuses_relative_paths(ingest: ServiceRunner, tmp_path: Path) -> None:
-    path = write_file(tmp_path / NAME, b"local bytes")
+async def test_local_path_upload_checks_md5_and_refuses_relative_paths(ingest: ServiceRunner) -> None:
+    path = write_file(incoming(ingest.settings) / NAME, b"local bytes")
     async with _client(ingest) as client:
         document = await client.upload_local(path, file_type="uvh5", md5=True)
         assert document["md5"].startswith("md5:")

@@ -139,7 +139,7 @@ def test_cleanup_removes_matches_but_never_store_files(tmp_path: Path) -> None:
     _tree(store, ["raw.tmp", "raw.uvh5"])
     (workdir / "linked.tmp").symlink_to(store / "raw.tmp")  # an input linked from a store
     (workdir / "storelink").symlink_to(store)  # a directory link into the store
-    removed = remove_temporary_products(workdir, ["*.tmp", "scratch/*.tmp", "storelink/*"], [store])
+    removed = remove_temporary_products(tmp_path, workdir, ["*.tmp", "scratch/*.tmp", "storelink/*"], [store])
     assert sorted(removed) == ["a.tmp", "linked.tmp", "scratch/b.tmp"]
     assert (store / "raw.tmp").exists() and (store / "raw.uvh5").exists(), "nothing under a store root is touched"
     assert (workdir / "keep.cal").exists()
@@ -148,7 +148,7 @@ def test_cleanup_removes_matches_but_never_store_files(tmp_path: Path) -> None:
 def test_cleanup_refuses_a_workdir_inside_a_store(tmp_path: Path) -> None:
     store = tmp_path / "store"
     _tree(store / "run", ["a.tmp"])
-    assert remove_temporary_products(store / "run", ["*.tmp"], [store]) == []
+    assert remove_temporary_products(store, store / "run", ["*.tmp"], [store]) == []
     assert (store / "run" / "a.tmp").exists()
 
 

@@ -70,7 +70,7 @@ class RunFinisher:
         if outcome.succeeded:
             patterns = workflow_extras(run["config_text"]).cleanup
             removed = await asyncio.to_thread(
-                remove_temporary_products, run["workdir"], patterns, self.options.store_roots
+                remove_temporary_products, self.options.workdir_root, run["workdir"], patterns, self.options.store_roots
             )
         async with self.pool.acquire() as conn, conn.transaction():
             if not await repository.lock_open_run(conn, run_id):
