@@ -25,6 +25,7 @@ from tests.ingest.service_support import (
     announce,
     announcement,
     counts,
+    incoming_beside,
     ingest_settings,
     outbox_events,
     rejection_codes,
@@ -91,7 +92,7 @@ async def test_two_uploads_that_fit_only_one_at_a_time_get_one_place(settings, t
 
 async def test_two_announcements_that_fit_only_one_at_a_time_mint_one(settings, amqp, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    paths = [write_file(tmp_path / "correlator" / _name(i), os.urandom(100 * KB)) for i in range(2)]
+    paths = [write_file(incoming_beside(store) / _name(i), os.urandom(100 * KB)) for i in range(2)]
     async with running_ingest(ingest_settings(settings, store, capacity_bytes=150 * KB)) as ingest:
         await announce(amqp, settings, *(announcement(p, site=settings.site) for p in paths))
         await _drain(ingest)
@@ -103,7 +104,7 @@ async def test_two_announcements_that_fit_only_one_at_a_time_mint_one(settings, 
 
 async def test_a_directory_larger_than_the_room_is_not_copied(settings, amqp, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    tree = tmp_path / "zen.2459122.30000.sum.ms"
+    tree = incoming_beside(store) / "zen.2459122.30000.sum.ms"
     for i in range(4):
         write_file(tree / f"table{i}" / "data.bin", os.urandom(40 * KB))  # 160 KB in all
     async with running_ingest(ingest_settings(settings, store, capacity_bytes=100 * KB)) as ingest, \
@@ -167,7 +168,7 @@ async def test_announcements_beyond_the_room_wait_and_are_minted_once_room_appea
     settings, amqp, tmp_path: Path
 ) -> None:
     store = tmp_path / "store"
-    paths = [write_file(tmp_path / "correlator" / _name(i), os.urandom(10 * KB)) for i in range(25)]
+    paths = [write_file(incoming_beside(store) / _name(i), os.urandom(10 * KB)) for i in range(25)]
     events = [announcement(p, site=settings.site) for p in paths]
     async with running_ingest(ingest_settings(settings, store, capacity_bytes=100 * KB)) as ingest:
         await announce(amqp, settings, *events)
@@ -190,7 +191,7 @@ async def test_announcements_beyond_the_room_wait_and_are_minted_once_room_appea
 
 async def test_announcements_wait_while_the_store_is_offline(settings, amqp, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    path = write_file(tmp_path / "correlator" / _name(0), b"observed while the store was away")
+    path = write_file(incoming_beside(store) / _name(0), b"observed while the store was away")
     async with running_ingest(ingest_settings(settings, store, state="read-only")) as ingest:
         await announce(amqp, settings, announcement(path, site=settings.site))
         await _drain(ingest)
@@ -223,7 +224,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 async def test_a_full_disk_makes_announcements_wait_until_it_grows(
     settings, amqp, tmp_path: Path, small_disk: Path
 ) -> None:
-    paths = [write_file(tmp_path / "correlator" / _name(i), os.urandom(MiB)) for i in range(40)]
+    paths = [write_file(incoming_beside(small_disk) / _name(i), os.urandom(MiB)) for i in range(40)]
     options = ingest_settings(settings, small_disk, usage_refresh_s=0.2)
     async with running_ingest(options) as ingest:
         await announce(amqp, settings, *(announcement(p, site=settings.site) for p in paths))
@@ -242,7 +243,7 @@ async def test_a_full_disk_makes_announcements_wait_until_it_grows(
 
 async def test_two_ingest_processes_share_one_capacity(settings, amqp, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    paths = [write_file(tmp_path / "correlator" / _name(i), os.urandom(10 * KB)) for i in range(30)]
+    paths = [write_file(incoming_beside(store) / _name(i), os.urandom(10 * KB)) for i in range(30)]
     options = ingest_settings(settings, store, capacity_bytes=100 * KB, prefetch=4)
     async with running_ingest(options) as first:
         second = ServiceRunner(SPEC, options, http=False)  # another worker on the same schema and queue

@@ -26,6 +26,7 @@ from tests.ingest.service_support import (
     announce,
     announcement,
     counts,
+    incoming_beside,
     ingest_settings,
     outbox_events,
     rejection_codes,
@@ -92,9 +93,10 @@ async def test_a_zero_byte_file_is_minted_by_every_way_in(
         chunked = await client.announce("zen.2459122.30001.sum.uvh5", 0, _xxh3(b""), "uvh5")
         status, body = await _put(ingest, chunked["url"], _chunks())  # chunked, no chunk at all
         assert status == 201 and body["file"]["size"] == 0
-        local = await client.upload_local(write_file(tmp_path / "zen.2459122.30002.sum.uvh5", b""), file_type="uvh5")
+        local = await client.upload_local(write_file(incoming_beside(store_root) / "zen.2459122.30002.sum.uvh5", b""),
+                                          file_type="uvh5")
         assert local["size"] == 0
-    announced = write_file(tmp_path / "correlator" / "zen.2459122.30003.sum.uvh5", b"")
+    announced = write_file(incoming_beside(store_root) / "zen.2459122.30003.sum.uvh5", b"")
     await announce(amqp, settings, announcement(announced, site=settings.site, expected_size=0,
                                                 expected_checksum=_xxh3(b"")))
     await ingest.parts.work_consumers[0].drain(timeout_s=30)
