@@ -10,6 +10,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import structlog
 
 from services.scheduler.runs import repository
 from services.scheduler.runs.dispatcher import Dispatcher
@@ -76,6 +77,29 @@ async def test_events_from_before_a_workflow_was_registered_start_nothing(
         await triggers.on_session_closed(conn, closed(now))
         await triggers.on_file_minted(conn, minted(now))
     assert sorted(await pool.fetch("SELECT workflow_name FROM runs")) == [("nightly",), ("rtp",)]
+
+
+async def test_a_trigger_starts_nothing_whose_scripts_left_the_script_roots(
+    settings, scheduler_pool, tmp_path: Path
+) -> None:
+    pool, options = scheduler_pool, run_options(tmp_path)
+    scripts = tmp_path / "scripts"
+    write_scripts(scripts, {"CALIBRATE": "true"})
+    async with pool.acquire() as conn:
+        config = workflow_config(scripts, actions='["CALIBRATE"]')
+        await repository.register_workflow(conn, "nightly", config, "x", "session.closed", None, "local")
+    # Registered while fine; then the do-script became a link out of the root (or the root was removed).
+    outside = tmp_path / "elsewhere.sh"
+    outside.write_text("#!/bin/bash\ntouch canary\n")
+    (scripts / "do_CALIBRATE.sh").unlink()
+    (scripts / "do_CALIBRATE.sh").symlink_to(outside)
+    payload = SessionClosed(session_id="n", start_jd=2459122.3, end_jd=2459122.4, file_names=["zen.1.uvh5"])
+    with structlog.testing.capture_logs() as logs:
+        async with pool.acquire() as conn, conn.transaction():
+            await RunTriggers(options).on_session_closed(conn, new_event(payload, site=settings.site, producer="x"))
+    assert await pool.fetchval("SELECT count(*) FROM runs") == 0
+    (refusal,) = [entry for entry in logs if entry["event"] == "run_not_started"]
+    assert "do_CALIBRATE.sh" in refusal["error"] and "script_roots" in refusal["error"]
 
 
 async def test_a_retry_committed_while_the_run_is_being_closed_keeps_it_open(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -55,6 +56,13 @@ class Programs:
     do_script: Path
     source_script: str | None
     conda_env: str | None
+
+
+def _is_link(path: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False  # not there (yet): nothing to follow
 
 
 def beneath(path: str, roots: Sequence[Path]) -> bool:
@@ -118,18 +126,23 @@ class PathPolicy:
         if input_dir is not None:
             self.input_path(input_dir, "obsflow_input_dir")
         resolved = []
+        directories: dict[str, bool] = {}  # a night's files share a directory: resolve it once, lstat each file
         for name in files:
             if "\0" in name or ".." in PurePosixPath(name).parts:
                 raise InputRefusal(
                     f"input {name!r} contains '..' (or a NUL): give a file name, or its absolute path beneath an "
                     f"input root"
                 )
-            if os.path.isabs(name):
-                self.input_path(name, "input")
-            elif input_dir is not None:
-                name = os.path.join(input_dir, name)
-                self.input_path(name, "input")
-            resolved.append(name)
+            if not os.path.isabs(name) and input_dir is None:
+                resolved.append(name)  # a bare name the task scripts look up themselves
+                continue
+            path = os.path.normpath(name if os.path.isabs(name) else os.path.join(input_dir or "", name))
+            parent = os.path.dirname(path)
+            if parent not in directories:
+                directories[parent] = beneath(parent, self.input_roots)
+            if not directories[parent] or _is_link(path):
+                self.input_path(path, "input")  # refuses, or follows the link to check where it leads
+            resolved.append(path)
         return resolved
 
     def input_path(self, path: str, what: str) -> None:

@@ -109,9 +109,7 @@ def job_spec(job: asyncpg.Record, attempt: int, policy: PathPolicy) -> JobSpec:
     files = json.loads(job["files"])
     programs = policy.programs(options, job["action"])
     policy.batch_options(job["backend"], job["action"], job["extra_batch_options"])
-    for path in files:
-        if os.path.isabs(path):
-            policy.input_path(path, "input")
+    policy.inputs(files, None)  # the planned paths (absolute, or bare names) must still be beneath input roots
     log_path = log_path_for(job["workdir"], job["job_key"], attempt)
     return JobSpec(
         key=job["job_key"],
