@@ -110,7 +110,9 @@ def job_user(run_as: str | None, allow_root: bool = False) -> JobUser | None:
             f"{LOCAL_OPTIONS} run_as = {run_as!r} is root; name an unprivileged account (or remove run_as and set "
             "allow_root = true to run jobs as root knowingly)"
         )
-    if os.geteuid() not in (0, entry.pw_uid):
+    if os.geteuid() == entry.pw_uid:
+        return None  # the service already runs as that account: nothing to switch (nor any privilege to do it)
+    if os.geteuid() != 0:
         raise ConfigurationError(
             f"{LOCAL_OPTIONS} run_as = {run_as!r}: only a scheduler running as root can start jobs as another "
             f"user, and this one runs as uid {os.geteuid()}; remove run_as to run jobs as the service's user"
