@@ -10,14 +10,15 @@ from aiohttp import web
 
 from services.scheduler.backends import BACKEND_NAMES
 from services.scheduler.runs import repository
+from services.scheduler.runs.confinement import PolicyRefusal
 from services.scheduler.runs.dispatcher import Dispatcher
 from services.scheduler.runs.domain import reset_round
 from services.scheduler.runs.matching import check_match
-from services.scheduler.runs.options import SchedulerOptions, workflow_extras
-from services.scheduler.runs.planning import config_from_text, plan_run
+from services.scheduler.runs.options import SchedulerOptions
+from services.scheduler.runs.planning import check_workflow, plan_run
 from services.scheduler.runs.views import run_detail, run_summaries
 from shared.errors import PermanentError
-from shared.http.auth import Role, requires
+from shared.http.auth import Role, principal_of, requires
 from shared.http.errors import json_error
 from shared.service import ServiceContext
 
@@ -74,6 +75,18 @@ class SchedulerApi:
             raise BadRequest(f'"backend" must be one of {", ".join(BACKEND_NAMES)}; got {backend!r}')
         return backend
 
+    def _adhoc_refusal(self, request: web.Request) -> web.Response | None:
+        """403 for a non-admin sending its own config_text, unless allow_adhoc_configs is on."""
+        principal = principal_of(request)
+        if principal is None or principal.role >= Role.ADMIN or self.options.allow_adhoc_configs:
+            return None
+        return json_error(
+            403, "adhoc_config_forbidden",
+            f"{principal.account} has role {principal.role.label}, which may start runs of a registered workflow "
+            '(send "workflow": its name; see GET /api/v1/workflows) but not of a config_text it sends. Ask an '
+            "administrator to register the workflow, or to set [services.scheduler] allow_adhoc_configs = true",
+        )
+
     async def register_workflow(self, request: web.Request) -> web.Response:
         """POST /workflows {name, config_text, trigger, match?, backend?}."""
         body = await _body(request)
@@ -86,8 +99,10 @@ class SchedulerApi:
             if trigger != "file.minted":
                 raise BadRequest('"match" applies to file.minted workflows only')
             check_match(match)
-        config = config_from_text(config_text)  # refuses a config that cannot work now rather than at night
-        workflow_extras(config.source_text)
+        try:  # refuses a config that cannot work, or names programs outside the script roots, now, not at night
+            config = check_workflow(config_text, self.options, backend)
+        except PolicyRefusal as e:
+            return json_error(400, e.code, str(e))
         async with self.pool.acquire() as conn:
             await repository.register_workflow(conn, name, config.source_text, config.sha256, trigger, match, backend)
         return web.json_response(
@@ -104,10 +119,12 @@ class SchedulerApi:
     async def start_run(self, request: web.Request) -> web.Response:
         """POST /runs {workflow? | config_text, files, backend?}."""
         body = await _body(request)
+        name = _text(body, "workflow", required=False)
+        if name is None and (refusal := self._adhoc_refusal(request)) is not None:
+            return refusal
         files = body.get("files")
         if not isinstance(files, list) or not files or not all(isinstance(f, str) and f for f in files):
             raise BadRequest('"files" must be a non-empty list of file names or paths')
-        name = _text(body, "workflow", required=False)
         if name is not None:
             found = [w for w in await repository.list_workflows(self.pool) if w["name"] == name]
             if not found:
@@ -115,7 +132,10 @@ class SchedulerApi:
             config_text, backend = found[0]["config_text"], found[0]["backend"]
         else:
             config_text, backend = _text(body, "config_text") or "", self._backend(body)
-        run = plan_run(config_text, files, self.options, workflow_name=name, backend=backend)
+        try:
+            run = plan_run(config_text, files, self.options, workflow_name=name, backend=backend)
+        except PolicyRefusal as e:
+            return json_error(400, e.code, str(e))
         async with self.pool.acquire() as conn, conn.transaction():
             await repository.insert_run(conn, run, None)
         self.dispatcher.wakeup.set()

@@ -58,7 +58,9 @@ async def test_two_nights_from_announcement_to_nightly_run(settings, amqp, tmp_p
         "http_base_port": free_port_block(),
         "services": {
             "catalog": {"session_quiet_period_s": 1.0, "session_sweep_interval_s": 0.3},
-            "scheduler": {"poll_interval_s": 0.1},
+            # Scripts run only from script roots; local jobs as root only because the tests run as root.
+            "scheduler": {"poll_interval_s": 0.1, "script_roots": [str(scripts)],
+                          "backend_options": {"local": {"allow_root": True}}},
         },
     })
     runners = [ServiceRunner(spec, site) for spec in (INGEST, CATALOG, SCHEDULER)]

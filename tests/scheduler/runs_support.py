@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import aio_pika
 import asyncpg
 import pytest
 
+from services.scheduler.runs.options import SchedulerOptions
 from services.scheduler.service import SPEC
 from shared.auth import Principal, Role, issue_token
 from shared.auth.secrets import site_secret
@@ -105,11 +106,50 @@ def workflow_config(
     )
 
 
-def scheduler_settings(settings: Settings, data_dir: Path, **scheduler: Any) -> Settings:
-    """The test site's settings with a data dir, free ports and `[services.scheduler]` options."""
-    options = {"poll_interval_s": 0.1, "backend_options": {"local": {"total_cpus": 4}}, **scheduler}
+def scheduler_settings(
+    settings: Settings,
+    data_dir: Path,
+    *,
+    script_roots: Sequence[Path] | None = None,
+    input_roots: Sequence[Path] | None = None,
+    **scheduler: Any,
+) -> Settings:
+    """The test site's settings with a data dir, free ports and `[services.scheduler]` options.
+
+    The tests' layout: the data directory is <tmp>/var, scripts live in <tmp>/scripts (the script root, created
+    here) and input files in <tmp>/data (an input root), unless the test names other roots. Local jobs run as
+    root only because the tests run as root and say so (`allow_root`); test_backend_local_user.py runs them
+    as an unprivileged account.
+    """
+    base = Path(data_dir).parent
+    roots = [base / "scripts"] if script_roots is None else list(script_roots)
+    for root in roots:
+        root.mkdir(parents=True, exist_ok=True)
+    backend_options = dict(scheduler.pop("backend_options", {}))
+    local = {"total_cpus": 4, **backend_options.get("local", {})}
+    if "run_as" not in local:
+        local.setdefault("allow_root", True)
+    backend_options["local"] = local
+    options = {
+        "poll_interval_s": 0.1,
+        "backend_options": backend_options,
+        "script_roots": [str(root) for root in roots],
+        "input_roots": [str(root) for root in ([base / "data"] if input_roots is None else input_roots)],
+        **scheduler,
+    }
     return settings.model_copy(
         update={"data_dir": data_dir, "services": {"scheduler": options}, "http_base_port": free_port_block()}
+    )
+
+
+def run_options(tmp_path: Path, **fields: Any) -> SchedulerOptions:
+    """Options for tests that drive the run engine without the service, in the tests' layout (scheduler_settings):
+    work directories under <tmp>/var, scripts in <tmp>/scripts, inputs in <tmp>/data, local jobs as root."""
+    backend_options = dict(fields.pop("backend_options", {}))
+    backend_options["local"] = {"allow_root": True, **backend_options.get("local", {})}
+    return SchedulerOptions(
+        workdir_root=tmp_path / "var", script_roots=(tmp_path / "scripts",), input_roots=(tmp_path / "data",),
+        backend_options=backend_options, **fields,
     )
 
 

@@ -29,6 +29,9 @@ from services.scheduler.backends.commands import run_command
 from services.scheduler.backends.local import LocalBackend, LocalJob
 
 REPO = Path(__file__).resolve().parents[2]
+# These tests run as root, as the machine's test suite does: the backend then runs jobs only when told to run
+# them as root. Jobs as an unprivileged account, and the refusal, are test_backend_local_user.py's.
+AS_ROOT = {"allow_root": True}
 
 
 @pytest.fixture
@@ -40,7 +43,7 @@ def jobs(tmp_path: Path):
 
 @pytest.fixture
 async def backend():
-    pool = LocalBackend(total_cpus=4, total_mem_mb=4000)
+    pool = LocalBackend(total_cpus=4, total_mem_mb=4000, **AS_ROOT)
     yield pool
     await pool.close()
 
@@ -66,7 +69,7 @@ async def test_timeout(backend, jobs):
 
 
 async def test_reattachment_from_a_fresh_instance(jobs):
-    await check_reattachment(lambda: LocalBackend(total_cpus=4, total_mem_mb=4000), jobs)
+    await check_reattachment(lambda: LocalBackend(total_cpus=4, total_mem_mb=4000, **AS_ROOT), jobs)
 
 
 async def test_cancel_stops_the_whole_job(backend, jobs):
@@ -85,7 +88,7 @@ async def test_batch_status_and_an_unknown_pid(backend, jobs, tmp_path):
 
 
 async def test_cpu_budget_holds_jobs_until_room_frees(jobs):
-    pool = LocalBackend(total_cpus=2, total_mem_mb=10_000)
+    pool = LocalBackend(total_cpus=2, total_mem_mb=10_000, **AS_ROOT)
     first = await pool.submit(jobs("a", blocking_body("a")))
     second = await pool.submit(jobs("b", blocking_body("b")))
     third = asyncio.create_task(pool.submit(jobs("c", blocking_body("c"))))
@@ -106,7 +109,7 @@ async def test_cpu_budget_holds_jobs_until_room_frees(jobs):
 
 
 async def test_memory_budget_and_impossible_jobs(jobs):
-    pool = LocalBackend(total_cpus=8, total_mem_mb=1000)
+    pool = LocalBackend(total_cpus=8, total_mem_mb=1000, **AS_ROOT)
     big = await pool.submit(jobs("big", blocking_body("big"), mem_mb=600))
     waiting = asyncio.create_task(pool.submit(jobs("big2", "exit 0", mem_mb=600)))
     with pytest.raises(TimeoutError):
@@ -122,10 +125,10 @@ async def test_memory_budget_and_impossible_jobs(jobs):
 
 
 async def test_a_restarted_pool_counts_the_old_jobs_against_its_budget(jobs):
-    old = LocalBackend(total_cpus=1, total_mem_mb=1000)
+    old = LocalBackend(total_cpus=1, total_mem_mb=1000, **AS_ROOT)
     running = await old.submit(jobs("old", blocking_body("old")))
     del old
-    fresh = LocalBackend(total_cpus=1, total_mem_mb=1000)
+    fresh = LocalBackend(total_cpus=1, total_mem_mb=1000, **AS_ROOT)
     assert (await fresh.status([running]))[running].state is JobState.RUNNING  # adopts it
     waiting = asyncio.create_task(fresh.submit(jobs("new", "exit 0")))
     with pytest.raises(TimeoutError):
@@ -145,7 +148,7 @@ async def test_jobs_survive_a_sigkilled_scheduler(jobs, tmp_path):
         from services.scheduler.backends.base import JobSpec
 
         async def main():
-            external_id = await LocalBackend(total_cpus=1).submit(JobSpec(
+            external_id = await LocalBackend(total_cpus=1, allow_root=True).submit(JobSpec(
                 key="run-1/ORPHAN/orphan", action="ORPHAN", args=[], workdir=Path({str(spec.workdir)!r}),
                 log_path=Path({str(spec.log_path)!r}), ncpu=1, mem_mb=10, queue=None, timeout_s=None,
                 extra_batch_options=None, do_script=Path({str(spec.do_script)!r}), source_script=None,
@@ -160,7 +163,7 @@ async def test_jobs_survive_a_sigkilled_scheduler(jobs, tmp_path):
     assert scheduler.returncode == -signal.SIGKILL, scheduler.stderr
     external_id = scheduler.stdout.strip().splitlines()[-1]
 
-    fresh = make_backend("local", total_cpus=1)
+    fresh = make_backend("local", total_cpus=1, **AS_ROOT)
     await wait_for_status(fresh, external_id, is_running)
     jobs.release("orphan")
     status = await wait_for_status(fresh, external_id, is_final)

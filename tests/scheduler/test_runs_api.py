@@ -12,6 +12,7 @@ import pytest
 
 from shared.auth import Role
 from tests.scheduler.runs_support import (  # noqa: F401  (delete_topology is a fixture)
+    STANDARD_SCRIPTS,
     delete_topology,
     input_files,
     running_scheduler,
@@ -83,11 +84,13 @@ async def test_cli_run_status_and_retry_of_a_failed_job(settings, tmp_path: Path
 
 
 async def test_api_roles_and_bad_requests(settings, tmp_path: Path) -> None:
-    s = scheduler_settings(settings, tmp_path / "var")
+    # Ad-hoc configs from read-append accounts allowed, so that their malformed configs reach the parser.
+    s = scheduler_settings(settings, tmp_path / "var", allow_adhoc_configs=True)
     base = f"http://127.0.0.1:{s.http_port('scheduler')}/api/v1"
     reader = {"Authorization": f"Bearer {token(s, Role.READ_ONLY)}"}
     writer = {"Authorization": f"Bearer {token(s, Role.READ_APPEND)}"}
     admin = {"Authorization": f"Bearer {token(s, Role.ADMIN)}"}
+    write_scripts(tmp_path / "scripts", STANDARD_SCRIPTS)
     config = workflow_config(tmp_path / "scripts")
     async with running_scheduler(s, http=True), aiohttp.ClientSession() as http:
         async with http.post(f"{base}/runs", json={"config_text": config, "files": ["a"]}, headers=reader) as r:

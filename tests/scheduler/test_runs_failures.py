@@ -23,7 +23,9 @@ from shared.errors import ConfigurationError
 from shared.events import Payload, new_event
 from shared.settings import Settings
 from tests.conftest import wait_for
-from tests.scheduler.runs_support import input_files, outbox_events, workflow_config, write_scripts
+from tests.scheduler.runs_support import input_files, outbox_events, run_options, workflow_config, write_scripts
+
+AS_ROOT = {"allow_root": True}  # the tests run as root; a local backend refuses root unless told
 
 
 class FakeBackend:
@@ -75,7 +77,7 @@ async def scheduler_pool(settings: Settings, drop_schemas: None) -> AsyncIterato
 
 
 def _options(tmp_path: Path) -> SchedulerOptions:
-    return SchedulerOptions(workdir_root=tmp_path / "var", poll_interval_s=0.05, max_attempts=2)
+    return run_options(tmp_path, poll_interval_s=0.05, max_attempts=2)
 
 
 async def _one_job_run(pool: asyncpg.Pool, tmp_path: Path, options: SchedulerOptions) -> str:
@@ -206,4 +208,4 @@ def test_bad_backend_options_stop_the_start_up_with_the_option_named(tmp_path: P
     unknown = SchedulerOptions(workdir_root=tmp_path, backend_options={"slurmm": {}})
     with pytest.raises(ConfigurationError, match="unknown backend.*slurmm"):
         BackendPool(unknown)
-    BackendPool(SchedulerOptions(workdir_root=tmp_path, backend_options={"local": {"total_cpus": 4}}))
+    BackendPool(SchedulerOptions(workdir_root=tmp_path, backend_options={"local": {"total_cpus": 4, **AS_ROOT}}))

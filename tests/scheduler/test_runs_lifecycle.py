@@ -10,12 +10,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import structlog
 
 from services.scheduler.runs import repository
 from services.scheduler.runs.dispatcher import Dispatcher
 from services.scheduler.runs.domain import REFUSED, job_statuses, reset_round, run_outcome
 from services.scheduler.runs.finishing import RunFinisher
-from services.scheduler.runs.options import SchedulerOptions
 from services.scheduler.runs.outputs import read_declared_outputs
 from services.scheduler.runs.planning import plan_run
 from services.scheduler.runs.triggers import RunTriggers
@@ -25,7 +25,7 @@ from shared.events import Event, Payload, new_event
 from shared.events.types import FileMinted, SessionClosed
 from shared.settings import Settings
 from tests.conftest import wait_for
-from tests.scheduler.runs_support import input_files, outbox_events, workflow_config, write_scripts
+from tests.scheduler.runs_support import input_files, outbox_events, run_options, workflow_config, write_scripts
 
 
 @pytest.fixture
@@ -48,7 +48,8 @@ def _make_event(settings: Settings):  # type: ignore[no-untyped-def]
 async def test_events_from_before_a_workflow_was_registered_start_nothing(
     settings, scheduler_pool, tmp_path: Path
 ) -> None:
-    pool, options = scheduler_pool, SchedulerOptions(workdir_root=tmp_path / "var")
+    pool, options = scheduler_pool, run_options(tmp_path)
+    write_scripts(tmp_path / "scripts", {"CALIBRATE": "true"})
     config = workflow_config(tmp_path / "scripts", actions='["CALIBRATE"]')
     async with pool.acquire() as conn:
         await repository.register_workflow(conn, "nightly", config, "x", "session.closed", None, "local")
@@ -78,10 +79,34 @@ async def test_events_from_before_a_workflow_was_registered_start_nothing(
     assert sorted(await pool.fetch("SELECT workflow_name FROM runs")) == [("nightly",), ("rtp",)]
 
 
+async def test_a_trigger_starts_nothing_whose_scripts_left_the_script_roots(
+    settings, scheduler_pool, tmp_path: Path
+) -> None:
+    pool, options = scheduler_pool, run_options(tmp_path)
+    scripts = tmp_path / "scripts"
+    write_scripts(scripts, {"CALIBRATE": "true"})
+    async with pool.acquire() as conn:
+        config = workflow_config(scripts, actions='["CALIBRATE"]')
+        await repository.register_workflow(conn, "nightly", config, "x", "session.closed", None, "local")
+    # Registered while fine; then the do-script became a link out of the root (or the root was removed).
+    outside = tmp_path / "elsewhere.sh"
+    outside.write_text("#!/bin/bash\ntouch canary\n")
+    (scripts / "do_CALIBRATE.sh").unlink()
+    (scripts / "do_CALIBRATE.sh").symlink_to(outside)
+    payload = SessionClosed(session_id="n", start_jd=2459122.3, end_jd=2459122.4, file_names=["zen.1.uvh5"])
+    with structlog.testing.capture_logs() as logs:
+        async with pool.acquire() as conn, conn.transaction():
+            await RunTriggers(options).on_session_closed(conn, new_event(payload, site=settings.site, producer="x"))
+    assert await pool.fetchval("SELECT count(*) FROM runs") == 0
+    (refusal,) = [entry for entry in logs if entry["event"] == "run_not_started"]
+    assert "do_CALIBRATE.sh" in refusal["error"] and "script_roots" in refusal["error"]
+
+
 async def test_a_retry_committed_while_the_run_is_being_closed_keeps_it_open(
     settings, scheduler_pool, tmp_path: Path
 ) -> None:
-    pool, options = scheduler_pool, SchedulerOptions(workdir_root=tmp_path / "var")
+    pool, options = scheduler_pool, run_options(tmp_path)
+    write_scripts(tmp_path / "scripts", {"CALIBRATE": "true"})
     run = plan_run(workflow_config(tmp_path / "scripts", actions='["CALIBRATE"]'), ["zen.1.uvh5"], options,
                    workflow_name=None, backend="local")
     (key,) = [job.key for job in run.jobs]
@@ -114,8 +139,7 @@ async def test_a_retry_committed_while_the_run_is_being_closed_keeps_it_open(
 
 async def test_job_done_carries_the_outputs_the_script_declared(settings, scheduler_pool, tmp_path: Path) -> None:
     pool = scheduler_pool
-    options = SchedulerOptions(workdir_root=tmp_path / "var", poll_interval_s=0.05,
-                               backend_options={"local": {"total_cpus": 2}})
+    options = run_options(tmp_path, poll_interval_s=0.05, backend_options={"local": {"total_cpus": 2}})
     scripts = tmp_path / "scripts"
     write_scripts(scripts, {
         "SETUP": "echo setup > setup.done",  # declares nothing

@@ -7,6 +7,11 @@ death); the external id `<pid>:<start ticks>:<ncpu>:<mem_mb>:<log path>` is enou
 to find the job again: the wrapper's exit-status file if it has finished, else the pid (checked against
 its /proc start time so a reused pid is not mistaken for the job); dead with no status file is LOST.
 A restarted backend counts a previous process's jobs against its budget once status() has seen them.
+
+Who jobs run as (`identity.py`): the `run_as` account when set (the scheduler, as root, switches to it in the
+job's first process); else the scheduler's own user, which may be root only with `allow_root`. The job's work
+and log directories are then made writable by that account's group, and every file the scheduler writes or
+reads there is handled as if the account were hostile (`safe_files.py`).
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ from pathlib import Path
 import structlog
 
 from services.scheduler.backends.base import ExternalIdError, JobSpec, JobState, JobStatus, JobSubmitError
+from services.scheduler.backends.identity import LOCAL_OPTIONS, JobUser, job_user
+from services.scheduler.backends.safe_files import make_job_dir, open_new
 from services.scheduler.backends.wrapper import (
     JobFiles,
     mark_cancelled,
     read_exit_record,
     status_after_the_fact,
     status_from_record,
+    was_cancelled,
     write_wrapper,
 )
 
@@ -73,7 +81,15 @@ class LocalBackend:
         total_mem_mb: int | None = None,
         poll_interval_s: float = 0.05,
         cancel_grace_s: float = 5.0,
+        run_as: str | None = None,
+        allow_root: bool = False,
     ):
+        if not isinstance(allow_root, bool):
+            raise ValueError(f"allow_root must be true or false, got {allow_root!r}")
+        self.job_user: JobUser | None = job_user(run_as, allow_root)  # refuses root unless allowed
+        if self.job_user is None and os.geteuid() == 0:
+            log.warning("local_jobs_run_as_root", setting=f"{LOCAL_OPTIONS} allow_root = true",
+                        hint="set run_as to an unprivileged account instead")
         self.total_cpus = total_cpus or os.cpu_count() or 1
         self.total_mem_mb = total_mem_mb or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
         self._poll_interval_s = poll_interval_s
@@ -91,7 +107,9 @@ class LocalBackend:
     async def submit(self, spec: JobSpec) -> str:
         """Wait until the job fits in the budget, start it detached and return its external id."""
         self._check_fits_at_all(spec)
-        files = write_wrapper(spec)
+        make_job_dir(spec.workdir, self.job_user)
+        files = write_wrapper(spec, self.job_user)
+        self._check_job_user_can_run(spec, files)
         async with self._admission:
             while not self._fits(spec):
                 await asyncio.sleep(self._poll_interval_s)
@@ -152,6 +170,18 @@ class LocalBackend:
                 "(check path_to_do_scripts, or chmod +x it)"
             )
 
+    def _check_job_user_can_run(self, spec: JobSpec, files: JobFiles) -> None:
+        user = self.job_user
+        if user is None:
+            return
+        for what, path, bits in (("run", spec.do_script, os.R_OK | os.X_OK), ("enter", spec.workdir, os.X_OK),
+                                 ("write in", files.log.parent, os.W_OK | os.X_OK)):
+            if not (user.may(path, bits) and user.can_reach(path.parent)):
+                raise JobSubmitError(
+                    f"job {spec.key}: the jobs' user {user.name} cannot {what} {path} (check the permissions "
+                    f"of it and of every directory above it; {LOCAL_OPTIONS} run_as names that user)"
+                )
+
     def _fits(self, spec: JobSpec) -> bool:
         cpus, mem = self.used
         return cpus + spec.ncpu <= self.total_cpus and mem + spec.mem_mb <= self.total_mem_mb
@@ -166,19 +196,23 @@ class LocalBackend:
         # Order matters: a job that exits between two checks must read as finished, never as LOST.
         record = read_exit_record(job.files)
         if record is not None:
-            return status_from_record(record, job.files.cancelled.exists())
+            return status_from_record(record, was_cancelled(job.files))
         if _process_alive(job.pid, job.start_ticks):
             return JobStatus(JobState.RUNNING, None, self._host, None)
         return status_after_the_fact(job.files, f"process {job.pid}")
 
     def _spawn(self, spec: JobSpec, files: JobFiles) -> LocalJob:
+        argv = ["/bin/bash", str(files.wrapper)]
+        env = dict(os.environ)
+        if self.job_user is not None:
+            argv, env = self.job_user.command(argv), self.job_user.environment(env)
         stdin = os.open(os.devnull, os.O_RDONLY)
-        output = os.open(files.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        output = open_new(files.log)  # the job's user can write in the log directory: never follow what is there
         try:
             pid = os.posix_spawn(
-                "/bin/bash",
-                ["bash", str(files.wrapper)],
-                dict(os.environ),
+                argv[0],
+                argv,
+                env,
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, stdin, 0),
                     (os.POSIX_SPAWN_DUP2, output, 1),

@@ -23,6 +23,7 @@ from services.scheduler.backends.wrapper import (
     read_exit_record,
     status_after_the_fact,
     status_from_record,
+    was_cancelled,
     write_wrapper,
 )
 
@@ -139,9 +140,9 @@ def status_from_qstat(attributes: dict[str, str], files: JobFiles) -> JobStatus:
         return JobStatus(JobState.RUNNING, None, host, f"unrecognised PBS job_state {state!r}")
     record = read_exit_record(files)
     if record is not None:
-        return status_from_record(record, files.cancelled.exists())
+        return status_from_record(record, was_cancelled(files))
     exit_status = _int_or_none(attributes.get("exit_status"))
-    if files.cancelled.exists() or exit_status == _EXIT_DELETED:
+    if was_cancelled(files) or exit_status == _EXIT_DELETED:
         return JobStatus(JobState.CANCELLED, exit_status, host, "cancelled (qdel)")
     if exit_status == _EXIT_WALLTIME:
         return JobStatus(JobState.TIMED_OUT, exit_status, host, "PBS walltime exceeded")

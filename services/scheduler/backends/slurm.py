@@ -26,6 +26,7 @@ from services.scheduler.backends.wrapper import (
     read_exit_record,
     status_after_the_fact,
     status_from_record,
+    was_cancelled,
     write_wrapper,
 )
 
@@ -164,7 +165,7 @@ def status_from_squeue(row: SqueueRow, files: JobFiles) -> JobStatus:
         return JobStatus(JobState.TIMED_OUT, None, row.node, f"Slurm time limit reached ({row.state})")
     record = read_exit_record(files)
     if record is not None:
-        return status_from_record(record, files.cancelled.exists())
+        return status_from_record(record, was_cancelled(files))
     exit_code = _exit_code(row.wait_status)
     if row.state == "COMPLETED":
         return JobStatus(JobState.SUCCEEDED, 0, row.node, None)

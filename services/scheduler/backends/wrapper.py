@@ -14,6 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.scheduler.backends.base import ExternalIdError, JobSpec, JobState, JobStatus, JobSubmitError
+from services.scheduler.backends.identity import JobUser
+from services.scheduler.backends.safe_files import (
+    UntrustedFile,
+    create_file,
+    is_plain_file,
+    make_job_dir,
+    read_small_file,
+)
 
 # `timeout` exits 124 when the time limit ran out; a do-script could exit 124 too, so the wrapper records
 # separately whether `timeout` was in force.
@@ -94,23 +102,25 @@ def render_wrapper(spec: JobSpec, files: JobFiles) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_wrapper(spec: JobSpec) -> JobFiles:
-    """Write the wrapper next to the log (creating the log's directory) and clear a previous attempt's files."""
+def write_wrapper(spec: JobSpec, user: JobUser | None = None) -> JobFiles:
+    """Write the wrapper next to the log (making the log's directory, for `user` too) and clear a previous
+    attempt's files; nothing already there is followed (see safe_files)."""
     files = JobFiles(spec.log_path.absolute())
     script = render_wrapper(spec, files)
-    files.log.parent.mkdir(parents=True, exist_ok=True)
+    make_job_dir(files.log.parent, user)
     files.status.unlink(missing_ok=True)
     files.cancelled.unlink(missing_ok=True)
-    files.wrapper.write_text(script)
-    files.wrapper.chmod(0o755)
+    create_file(files.wrapper, script.encode(), 0o755)
     return files
 
 
 def read_exit_record(files: JobFiles) -> ExitRecord | None:
-    """The wrapper's exit record, or None while it has not written one."""
+    """The wrapper's exit record, or None while it has not written one (a link or FIFO there is not trusted)."""
     try:
-        text = files.status.read_text()
-    except FileNotFoundError:
+        text = read_small_file(files.status)
+    except UntrustedFile as e:
+        return ExitRecord(exit_code=-1, host=None, stage=f"untrusted status file ({e.strerror})", timed_out=False)
+    if text is None:
         return None
     fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
     try:
@@ -139,10 +149,15 @@ def status_from_record(record: ExitRecord, cancelled: bool) -> JobStatus:
     return JobStatus(JobState.FAILED, code, host, f"exit status {code}")
 
 
+def was_cancelled(files: JobFiles) -> bool:
+    """Whether cancel() left its marker for this job."""
+    return is_plain_file(files.cancelled)
+
+
 def status_after_the_fact(files: JobFiles, who: str) -> JobStatus:
     """Final status of a job the backend no longer knows about, from the files it left; LOST if none."""
     record = read_exit_record(files)
-    cancelled = files.cancelled.exists()
+    cancelled = was_cancelled(files)
     if record is not None:
         return status_from_record(record, cancelled)
     if cancelled:
@@ -155,7 +170,7 @@ def status_after_the_fact(files: JobFiles, who: str) -> JobStatus:
 def mark_cancelled(files: JobFiles) -> None:
     """Leave a marker so that a job killed by cancel() reads as CANCELLED, not LOST, even after a restart."""
     files.cancelled.parent.mkdir(parents=True, exist_ok=True)
-    files.cancelled.touch()
+    create_file(files.cancelled)
 
 
 def batch_external_id(batch_job_id: str, files: JobFiles) -> str:

@@ -112,7 +112,9 @@ class Dispatcher:
 
     async def _submit(self, run_id: str, key: str, attempt: int) -> None:
         try:
-            await submit_attempt(self.pool, self.backends, self.make_event, run_id, key, attempt)
+            await submit_attempt(
+                self.pool, self.backends, self.make_event, self.options.path_policy, run_id, key, attempt
+            )
             self.submissions += 1
         except _PASSING as e:
             log.warning("job_submission_deferred", run_id=run_id, job=key, error=repr(e))

@@ -50,10 +50,17 @@ class RunFinisher:
             except WorkflowError as e:
                 log.error("provenance_unreadable_config", run_id=run["run_id"], error=str(e))
                 continue
-            environment = await provenance.job_environment(
-                options.source_script, options.conda_env, options.path_to_do_scripts,
-                self.options.provenance_timeout_s,
-            )
+            programs = await asyncio.to_thread(self.options.path_policy.environment, options)
+            if programs is None:  # moved out of the script roots since the run was planned: run nothing
+                log.error("provenance_refused_by_policy", run_id=run["run_id"])
+                environment = provenance.refused_environment(
+                    options.source_script, options.conda_env, options.path_to_do_scripts
+                )
+            else:
+                environment = await provenance.job_environment(
+                    options.source_script, options.conda_env, options.path_to_do_scripts,
+                    self.options.provenance_timeout_s, self.options.job_user,
+                )
             record = provenance.run_record(
                 run["run_id"], run["config_text"], run["config_sha256"], json.loads(run["input_files"]), environment
             )

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import structlog
 
+from services.scheduler.backends.safe_files import read_small_file
+
 log = structlog.get_logger()
 
 MAX_OUTPUTS = 10_000  # a runaway script must not produce an event of unbounded size
+OUTPUTS_FILE_LIMIT = 16 * 1024 * 1024  # room for MAX_OUTPUTS long paths, and no more
 
 
 def outputs_path_for(log_path: str | Path) -> Path:
@@ -30,12 +33,14 @@ def read_declared_outputs(log_path: str | Path) -> list[str]:
     outputs_file = outputs_path_for(log_path)
     workdir = Path(log_path).parent.parent  # logs live in <workdir>/logs/
     try:
-        lines = outputs_file.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return []
+        # Written by the job, maybe as another user: a link, FIFO or huge file there is not read.
+        text = read_small_file(outputs_file, OUTPUTS_FILE_LIMIT)
     except OSError as e:
         log.warning("job_outputs_unreadable", outputs_file=str(outputs_file), error=str(e))
         return []
+    if text is None:
+        return []
+    lines = text.splitlines()
     outputs: list[str] = []
     seen: set[str] = set()
     missing: list[str] = []

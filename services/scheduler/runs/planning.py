@@ -1,8 +1,8 @@
-"""Turning a workflow config and a list of files into the rows of a new run (pure: no database, no I/O)."""
+"""Turning a workflow config and a list of files into the rows of a new run (no database; the filesystem is
+only looked at to check that every program and input lies beneath its roots: `confinement.py`)."""
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -65,14 +65,21 @@ def config_from_text(config_text: str) -> WorkflowConfig:
     return load_workflow(config_text)
 
 
+def check_workflow(config_text: str, options: SchedulerOptions, backend: str) -> WorkflowConfig:
+    """The config, refused (WorkflowConfigError, PolicyRefusal) if it cannot work or names what it may not."""
+    config = config_from_text(config_text)
+    extras = workflow_extras(config.source_text)
+    options.path_policy.check_config(config, backend, extras.input_dir)
+    return config
+
+
 def plan_run(
     config_text: str, files: list[str], options: SchedulerOptions, *, workflow_name: str | None, backend: str
 ) -> NewRun:
     """Plan the workflow over `files` (bare names resolved in `obsflow_input_dir` when the config sets it)."""
-    config = config_from_text(config_text)
+    config = check_workflow(config_text, options, backend)
     extras = workflow_extras(config_text)
-    if extras.input_dir:
-        files = [f if os.path.isabs(f) else os.path.join(extras.input_dir, f) for f in files]
+    files = options.path_policy.inputs(files, extras.input_dir)
     planned = plan_workflow(config, files)
     max_attempts = extras.max_attempts or options.max_attempts
     run_id = new_run_id(workflow_name)

@@ -30,6 +30,7 @@ from services.scheduler.backends import (
     make_backend,
 )
 from services.scheduler.runs import repository
+from services.scheduler.runs.confinement import PathPolicy, PolicyRefusal
 from services.scheduler.runs.domain import REFUSED
 from services.scheduler.runs.events import job_failed, job_started
 from services.scheduler.runs.options import SchedulerOptions
@@ -101,31 +102,36 @@ def log_path_for(workdir: str, key: str, attempt: int) -> Path:
     return Path(workdir) / "logs" / f"{_UNSAFE.sub('_', key)}.{attempt}.log"
 
 
-def job_spec(job: asyncpg.Record, attempt: int) -> JobSpec:
-    """The backend's JobSpec for one attempt of a job row (from repository.job_row)."""
+def job_spec(job: asyncpg.Record, attempt: int, policy: PathPolicy) -> JobSpec:
+    """The backend's JobSpec for one attempt of a job row (from repository.job_row), its programs and inputs
+    checked again beneath their roots (PolicyRefusal): the filesystem may have changed since the run was planned."""
     options = workflow_options(job["config_text"])
     files = json.loads(job["files"])
+    programs = policy.programs(options, job["action"])
+    policy.batch_options(job["backend"], job["action"], job["extra_batch_options"])
+    policy.inputs(files, None)  # the planned paths (absolute, or bare names) must still be beneath input roots
+    log_path = log_path_for(job["workdir"], job["job_key"], attempt)
     return JobSpec(
         key=job["job_key"],
         action=job["action"],
         args=json.loads(job["args"]),
         workdir=Path(job["workdir"]),
-        log_path=log_path_for(job["workdir"], job["job_key"], attempt),
+        log_path=log_path,
         ncpu=job["ncpu"],
         mem_mb=job["mem_mb"],
         queue=job["queue"],
         timeout_s=job["timeout_s"],
         extra_batch_options=job["extra_batch_options"],
-        do_script=Path(options.path_to_do_scripts) / f"do_{job['action']}.sh",
-        source_script=options.source_script,
-        conda_env=options.conda_env,
+        do_script=programs.do_script,
+        source_script=programs.source_script,
+        conda_env=programs.conda_env,
         env={
             "OBSFLOW_RUN_ID": job["run_id"],
             "OBSFLOW_JOB_ID": job["job_key"],
             "OBSFLOW_JOB_INPUTS": json.dumps(files),
             "OBSFLOW_ATTEMPT": str(attempt),
             "OBSFLOW_WORKFLOW": job["workflow_name"] or "",
-            "OBSFLOW_OUTPUTS_FILE": str(outputs_path_for(log_path_for(job["workdir"], job["job_key"], attempt))),
+            "OBSFLOW_OUTPUTS_FILE": str(outputs_path_for(log_path)),
         },
     )
 
@@ -144,17 +150,23 @@ def prepare_workdir(workdir: str, input_files: list[str]) -> None:
 
 
 async def submit_attempt(
-    pool: asyncpg.Pool, backends: BackendPool, make_event: MakeEvent, run_id: str, key: str, attempt: int
+    pool: asyncpg.Pool, backends: BackendPool, make_event: MakeEvent, policy: PathPolicy, run_id: str, key: str,
+    attempt: int,
 ) -> None:
     """Submit attempt `attempt` of a job, recording every step (see the module docstring for the order)."""
     job = await repository.job_row(pool, run_id, key)
-    spec = job_spec(job, attempt)
+    log_path = log_path_for(job["workdir"], key, attempt)
     async with pool.acquire() as conn:
-        if not await repository.start_attempt(conn, run_id, key, attempt, job["backend"], str(spec.log_path)):
+        if not await repository.start_attempt(conn, run_id, key, attempt, job["backend"], str(log_path)):
             return  # another pass got there first
     try:
+        spec = await asyncio.to_thread(job_spec, job, attempt, policy)
         await asyncio.to_thread(prepare_workdir, job["workdir"], json.loads(job["files"]))
         external_id = await backends.get(job["backend"]).submit(spec)
+    except PolicyRefusal as e:
+        log.error("job_refused_by_policy", run_id=run_id, job=key, attempt=attempt, reason=str(e))
+        await _record_unsubmitted(pool, make_event, job, attempt, REFUSED, str(e))
+        return
     except JobSubmitError as e:
         await _record_unsubmitted(pool, make_event, job, attempt, REFUSED, str(e))
         return
