@@ -72,18 +72,30 @@ class Settings(BaseSettings):
 
     site: str = "local"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
-    db_pool_size: int = Field(default=20, ge=2, le=200)  # connections per service process
+    # PostgreSQL connections (docs/architecture.md, "Connections", has the arithmetic): each service process's pool,
+    # how many such processes share the server, and what is left for everything else (CLI, staging locks, tests).
+    db_pool_size: int = Field(default=8, ge=2, le=200)
+    db_processes: int = Field(default=len(SERVICES), ge=1)  # 5 for `obsflow up`; replicas x 5 on Kubernetes
+    db_reserved_connections: int = Field(default=50, ge=0)
     schema_prefix: str | None = None
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     bus: BusSettings = BusSettings()
     http_host: str = "127.0.0.1"
     http_base_port: int = 8470
+    http_max_body_bytes: int = Field(default=1024**2, ge=1024)  # a JSON request body (uploads stream their bytes)
+    http_read_timeout_s: float = Field(default=30.0, gt=0)  # the longest pause between two reads of any request body
+    http_body_timeout_s: float = Field(default=60.0, gt=0)  # a whole JSON request body
+    http_idle_timeout_s: float = Field(default=75.0, gt=0)  # an idle keep-alive connection is closed after this
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
     shutdown_grace_s: float = 20.0
-    data_dir: Path = Path("var")
+    data_dir: Path = Field(default_factory=lambda: default_data_dir())
     auth_secret: SecretStr | None = None
+    auth_secret_file: Path | None = None
     token_ttl_s: float = 30 * 86400
+    login_failures_per_account: int = Field(default=10, ge=1)  # per login_failure_window_s
+    login_failures_per_address: int = Field(default=30, ge=1)
+    login_failure_window_s: float = Field(default=300.0, gt=0)
     stores: list[StoreSettings] = []
     services: dict[str, dict[str, Any]] = {}
 
@@ -93,6 +105,15 @@ class Settings(BaseSettings):
         if not _SITE_NAME.match(value):
             raise ValueError("a site name is 1-40 lowercase letters, digits, '-' or '_', starting with a letter")
         return value
+
+    @field_validator("data_dir", "auth_secret_file")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        # A relative directory would mean another one for every working directory: two services or the CLI
+        # started from different places would generate and use different auth secrets.
+        if value is not None and not value.expanduser().is_absolute():
+            raise ValueError(f"must be an absolute path (got {str(value)!r}), the same from every working directory")
+        return value.expanduser() if value is not None else None
 
     @model_validator(mode="after")
     def _stores_are_absolute(self) -> Settings:
@@ -114,6 +135,12 @@ class Settings(BaseSettings):
     def service_options(self, service: str) -> dict[str, Any]:
         """The free-form `[services.<name>]` table of the config file."""
         return dict(self.services.get(service, {}))
+
+
+def default_data_dir() -> Path:
+    """Where a site keeps its generated secret and default store: $XDG_DATA_HOME/obsflow or ~/.local/share/obsflow."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).absolute() / "obsflow"
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -52,16 +53,24 @@ def backends() -> Backends:
 
 
 def free_port_block(size: int = 5) -> int:
-    """A base port with `size` free ports after it (one per service)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + size < 65000 and all(_port_free(base + i) for i in range(size)):
+    """A base port with `size` free ports after it (one per service).
+
+    Chosen below Linux's ephemeral range (32768-60999): there, client connections of every process on the machine
+    (and their TIME_WAIT leftovers, thousands while tests run) take ports that a server then cannot bind.
+    """
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - size)
+        if all(_port_free(base + i) for i in range(size)):
             return base
     raise RuntimeError("no block of free ports on 127.0.0.1")
 
 
 def _port_free(port: int) -> bool:
+    """True if a server could listen on `port` now (bound as aiohttp binds: with SO_REUSEADDR)."""
     with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import statistics
@@ -40,7 +41,7 @@ from tests.ingest.service_support import free_port_block
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 ROOT = Path("/tmp/obsflow-bench-ingest")
-SECRET = "bench-secret"
+SECRET = secrets.token_urlsafe(32)  # a service refuses a guessable secret
 HTTP_CLIENTS = 32  # small files uploaded side by side: enough to keep the server busy (8 leaves it waiting on fsyncs)
 
 
