@@ -149,6 +149,12 @@ class ServiceRunner:
         site = web.TCPSite(self._http_runner, s.http_host, s.http_port(ctx.name))
         await site.start()
 
+    async def _stop_listening(self) -> None:
+        """Take no new HTTP connections (requests in flight go on until _stop_http)."""
+        if self._http_runner is not None:
+            for site in list(self._http_runner.sites):
+                await site.stop()
+
     async def _stop_http(self, deadline: float) -> None:
         """Close the listeners and idle connections, let requests in flight finish until `deadline`, then cut
         whatever is left (a stalled body, a client that never reads): a stop never outlasts the grace period."""
@@ -193,6 +199,7 @@ class ServiceRunner:
         self.stop_event.set()
         grace = self.settings.shutdown_grace_s
         deadline = asyncio.get_running_loop().time() + grace
+        await self._stop_listening()
         for consumer in self.parts.work_consumers:
             await consumer.stop(grace)
         if self._tasks:

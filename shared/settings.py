@@ -54,6 +54,12 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
         return _FILE_VALUES.get() or {}
 
 
+def default_data_dir() -> Path:
+    """Where a site keeps its generated secret and default store: $XDG_DATA_HOME/obsflow or ~/.local/share/obsflow."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).absolute() / "obsflow"
+
+
 class Settings(BaseSettings):
     """Everything a site's services need; one instance per process, built at start-up."""
 
@@ -76,7 +82,7 @@ class Settings(BaseSettings):
     # how many such processes share the server, and what is left for everything else (CLI, staging locks, tests).
     db_pool_size: int = Field(default=8, ge=2, le=200)
     db_processes: int = Field(default=len(SERVICES), ge=1)  # 5 for `obsflow up`; replicas x 5 on Kubernetes
-    db_reserved_connections: int = Field(default=50, ge=0)
+    db_reserved_connections: int = Field(default=55, ge=0)
     schema_prefix: str | None = None
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     bus: BusSettings = BusSettings()
@@ -89,7 +95,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
     shutdown_grace_s: float = 20.0
-    data_dir: Path = Field(default_factory=lambda: default_data_dir())
+    data_dir: Path = Field(default_factory=default_data_dir)
     auth_secret: SecretStr | None = None
     auth_secret_file: Path | None = None
     token_ttl_s: float = 30 * 86400
@@ -135,12 +141,6 @@ class Settings(BaseSettings):
     def service_options(self, service: str) -> dict[str, Any]:
         """The free-form `[services.<name>]` table of the config file."""
         return dict(self.services.get(service, {}))
-
-
-def default_data_dir() -> Path:
-    """Where a site keeps its generated secret and default store: $XDG_DATA_HOME/obsflow or ~/.local/share/obsflow."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base).absolute() / "obsflow"
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
