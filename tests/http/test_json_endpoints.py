@@ -19,7 +19,7 @@ from shared.auth import Principal, Role, issue_token
 from shared.auth.secrets import site_secret
 from shared.bus import Topology
 from shared.runner import ServiceRunner, load_spec
-from shared.settings import Settings, StoreSettings
+from shared.settings import SERVICES, Settings, StoreSettings
 from tests.http.support import HOSTILE_BODIES, Hostile, raw_request
 from tests.infra import free_port_block
 
@@ -86,7 +86,7 @@ def _concrete(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "no-such-id", path)
 
 
-@pytest.mark.parametrize("service", ["ingest", "catalog", "scheduler"], indirect=True)
+@pytest.mark.parametrize("service", SERVICES, indirect=True)
 async def test_hostile_bodies_get_the_parsers_4xx_on_every_json_endpoint(service: ServiceRunner) -> None:
     port = service.settings.http_port(service.spec.name)
     bearer = issue_token(site_secret(service.settings), Principal("root", Role.ADMIN), 600)
