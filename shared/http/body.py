@@ -112,8 +112,8 @@ def _check_content_type(request: web.Request) -> None:
 
 async def json_object(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
     """The body as a JSON object; `{}` for an empty body when `optional`; HttpRefusal (400/408/413/415) otherwise."""
-    if optional and not request.body_exists:
-        return {}
+    if not request.body_exists:  # no body at all: say so, whatever Content-Type came with it
+        return decode_object(b"", body_limits(request), optional=optional)
     _check_content_type(request)
     return decode_object(await read_body(request), body_limits(request), optional=optional)
 
