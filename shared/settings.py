@@ -56,8 +56,13 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
 
 def default_data_dir() -> Path:
     """Where a site keeps its generated secret and default store: $XDG_DATA_HOME/obsflow or ~/.local/share/obsflow."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base).absolute() / "obsflow"
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "obsflow"
+    home = os.path.expanduser("~")
+    if not os.path.isabs(home) or home == "/":  # a user without a home (a container's arbitrary uid): the system's place
+        return Path("/var/lib/obsflow")
+    return Path(home) / ".local" / "share" / "obsflow"
 
 
 class Settings(BaseSettings):
