@@ -60,7 +60,7 @@ def default_data_dir() -> Path:
     if os.path.isabs(xdg):
         return Path(xdg) / "obsflow"
     home = os.path.expanduser("~")
-    if not os.path.isabs(home) or home == "/":  # a user without a home (a container's arbitrary uid): the system's place
+    if not os.path.isabs(home) or home == "/":  # no home (a container's arbitrary uid): the system's place
         return Path("/var/lib/obsflow")
     return Path(home) / ".local" / "share" / "obsflow"
 
