@@ -29,6 +29,11 @@ class AccountError(ObsflowError):
     """An account request that cannot be done; the message says why."""
 
 
+def valid_account_name(name: str) -> bool:
+    """1-64 of letters, digits, '_', '.', '@', '-'."""
+    return bool(_NAME.match(name))
+
+
 class Accounts:
     """The site's accounts table, on any pool (a service's own or the CLI's), by its qualified name."""
 

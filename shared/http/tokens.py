@@ -14,7 +14,7 @@ import asyncpg
 from aiohttp import web
 
 from shared.auth import issue_token
-from shared.auth.accounts import AccountError, Accounts
+from shared.auth.accounts import AccountError, Accounts, valid_account_name
 from shared.auth.passwords import PasswordChecker, PasswordChecksBusy
 from shared.auth.secrets import SiteSecret
 from shared.http.body import json_object
@@ -54,7 +54,9 @@ class TokenEndpoint:
         name, password = body.get("name"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str) or not name or not password:
             raise HttpRefusal(400, "invalid_body", 'send {"name": "<account>", "password": "<password>"} as JSON')
-        keys = ((self._limits.per_account, f"account:{name}"),
+        # An impossible name is one key, not one each: a client may not fill memory with megabyte-long names.
+        account = name if valid_account_name(name) else "<not an account name>"
+        keys = ((self._limits.per_account, f"account:{account}"),
                 (self._limits.per_address, f"address:{request.remote or 'unknown'}"))
         waits = [wait for window, key in keys if (wait := window.retry_after(key)) is not None]
         if waits:
