@@ -16,13 +16,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from shared import credentials
-from shared.auth.secrets import site_secret
+from shared.auth.accounts import migrate_accounts
+from shared.auth.secrets import SiteSecret, load_site_secret
 from shared.bus.outbox import OutboxRelay
 from shared.bus.topology import Topology
 from shared.db import apply_migrations, create_pool
-from shared.db.pool import TRANSIENT_DB_ERRORS
+from shared.db.pool import TRANSIENT_DB_ERRORS, ConnectionBudget
 from shared.errors import BrokerUnavailable, ConfigurationError
 from shared.http.auth import AUTH_SECRET, auth_middleware
+from shared.http.body import BODY_LIMITS, BodyLimits
 from shared.http.errors import error_middleware
 from shared.http.tokens import token_routes
 from shared.metrics import ServiceMetrics
@@ -52,6 +54,7 @@ class ServiceRunner:
         self._http = http
         self._tasks: list[asyncio.Task[None]] = []
         self._http_runner: web.AppRunner | None = None
+        self._secret: SiteSecret | None = None
         self._started_at = time.monotonic()
         self.ctx: ServiceContext | None = None
         self.parts = ServiceParts()
@@ -63,7 +66,7 @@ class ServiceRunner:
         s, name = self.settings, self.spec.name
         schema = s.schema_for(name)
         database_url, amqp_url = credentials.database_url(s, name), credentials.amqp_url(s, name)
-        pool = await create_pool(database_url, schema, max_size=s.db_pool_size)
+        pool = await create_pool(database_url, schema, budget=ConnectionBudget.from_settings(s))
         await apply_migrations(pool, schema, self.spec.all_migrations)
         try:
             amqp = await aio_pika.connect_robust(amqp_url)
@@ -87,6 +90,8 @@ class ServiceRunner:
 
     async def start(self) -> ServiceContext:
         """Build and start everything; return the context (tests use it to reach the pool and parts)."""
+        if self._http:  # a guessable auth secret stops the start-up before anything is touched
+            self._secret = load_site_secret(self.settings)
         ctx = await self.prepare()
         s, name = self.settings, self.spec.name
         if self.relay is None:
@@ -132,17 +137,53 @@ class ServiceRunner:
         self.stop_event.set()
 
     async def _start_http(self, ctx: ServiceContext) -> None:
-        app = web.Application(middlewares=[error_middleware, auth_middleware])
-        app[AUTH_SECRET] = site_secret(self.settings)
+        s = self.settings
+        secret = self._secret or load_site_secret(s)
+        if not credentials.own_credentials(s):
+            # Once per start-up: the token endpoint then reads the table on ctx.pool. A service with a role of its
+            # own may only read the accounts tables, which `obsflow setup` created as the accounts role.
+            await migrate_accounts(s)
+        limits = BodyLimits(max_bytes=s.http_max_body_bytes, read_timeout_s=s.http_read_timeout_s,
+                            total_timeout_s=s.http_body_timeout_s)
+        app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=limits.max_bytes)
+        app[AUTH_SECRET] = secret
+        app[BODY_LIMITS] = limits
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
-        app.router.add_routes(token_routes(self.settings))
+        app.router.add_routes(token_routes(s, ctx.pool, secret))
         app.router.add_routes(self.parts.routes)
-        self._http_runner = web.AppRunner(app, access_log=None)
+        # Half the grace to let requests in flight finish, half to cancel them (aiohttp waits twice at most);
+        # _stop_http bounds the whole by the stop's deadline anyway.
+        self._http_runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.shutdown_grace_s / 2,
+                                          keepalive_timeout=s.http_idle_timeout_s)
         await self._http_runner.setup()
-        site = web.TCPSite(self._http_runner, self.settings.http_host, self.settings.http_port(ctx.name))
+        site = web.TCPSite(self._http_runner, s.http_host, s.http_port(ctx.name))
         await site.start()
+
+    async def _stop_listening(self) -> None:
+        """Take no new HTTP connections (requests in flight go on until _stop_http)."""
+        if self._http_runner is not None:
+            for site in list(self._http_runner.sites):
+                await site.stop()
+
+    async def _stop_http(self, deadline: float) -> None:
+        """Close the listeners and idle connections, let requests in flight finish until `deadline`, then cut
+        whatever is left (a stalled body, a client that never reads): a stop never outlasts the grace period."""
+        runner, self._http_runner = self._http_runner, None
+        if runner is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await runner.cleanup()
+        except TimeoutError:
+            server = runner.server
+            cut = server.connections if server is not None else []
+            for connection in cut:
+                connection.force_close()
+            log.warning("http_connections_cut", connections=len(cut),
+                        overran_s=round(loop.time() - deadline, 2))
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"service": self.spec.name, "status": "alive"})
@@ -169,6 +210,8 @@ class ServiceRunner:
         """Stop taking work, finish what is in flight within the grace period, close pools; log one summary."""
         self.stop_event.set()
         grace = self.settings.shutdown_grace_s
+        deadline = asyncio.get_running_loop().time() + grace
+        await self._stop_listening()
         for consumer in self.parts.work_consumers:
             await consumer.stop(grace)
         if self._tasks:
@@ -176,8 +219,7 @@ class ServiceRunner:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._http_runner is not None:
-            await self._http_runner.cleanup()
+        await self._stop_http(deadline)
         if self.relay is not None:
             with contextlib.suppress(aio_pika.exceptions.AMQPError):
                 await self.relay.close()

@@ -57,6 +57,17 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
         return _FILE_VALUES.get() or {}
 
 
+def default_data_dir() -> Path:
+    """Where a site keeps its generated secret and default store: $XDG_DATA_HOME/obsflow or ~/.local/share/obsflow."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "obsflow"
+    home = os.path.expanduser("~")
+    if not os.path.isabs(home) or home == "/":  # no home (a container's arbitrary uid): the system's place
+        return Path("/var/lib/obsflow")
+    return Path(home) / ".local" / "share" / "obsflow"
+
+
 class Settings(BaseSettings):
     """Everything a site's services need; one instance per process, built at start-up."""
 
@@ -77,19 +88,31 @@ class Settings(BaseSettings):
     # Server addresses. Without a user in them, each service connects with its own role and broker user, whose
     # passwords `obsflow setup` keeps in `credentials_dir`; a URL naming a user is an explicit shared account.
     database_url: str = "postgresql://127.0.0.1:5432/postgres"
-    db_pool_size: int = Field(default=20, ge=2, le=200)  # connections per service process
+    # PostgreSQL connections (docs/architecture.md, "Connections", has the arithmetic): each service process's pool,
+    # how many such processes share the server, and what is left for everything else (CLI, staging locks, tests).
+    db_pool_size: int = Field(default=8, ge=2, le=200)
+    db_processes: int = Field(default=len(SERVICES), ge=1)  # 5 for `obsflow up`; replicas x 5 on Kubernetes
+    db_reserved_connections: int = Field(default=55, ge=0)
     schema_prefix: str | None = None
     amqp_url: str = "amqp://127.0.0.1:5672/"
     credentials_dir: Path | None = None  # default: <data_dir>/credentials
     bus: BusSettings = BusSettings()
     http_host: str = "127.0.0.1"
     http_base_port: int = 8470
+    http_max_body_bytes: int = Field(default=1024**2, ge=1024)  # a JSON request body (uploads stream their bytes)
+    http_read_timeout_s: float = Field(default=30.0, gt=0)  # the longest pause between two reads of any request body
+    http_body_timeout_s: float = Field(default=60.0, gt=0)  # a whole JSON request body
+    http_idle_timeout_s: float = Field(default=75.0, gt=0)  # an idle keep-alive connection is closed after this
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
     shutdown_grace_s: float = 20.0
-    data_dir: Path = Path("var")
+    data_dir: Path = Field(default_factory=default_data_dir)
     auth_secret: SecretStr | None = None
+    auth_secret_file: Path | None = None
     token_ttl_s: float = 30 * 86400
+    login_failures_per_account: int = Field(default=10, ge=1)  # per login_failure_window_s
+    login_failures_per_address: int = Field(default=30, ge=1)
+    login_failure_window_s: float = Field(default=300.0, gt=0)
     stores: list[StoreSettings] = []
     services: dict[str, dict[str, Any]] = {}
 
@@ -99,6 +122,15 @@ class Settings(BaseSettings):
         if not _SITE_NAME.match(value):
             raise ValueError("a site name is 1-40 lowercase letters, digits, '-' or '_', starting with a letter")
         return value
+
+    @field_validator("data_dir", "auth_secret_file", "credentials_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        # A relative directory would mean another one for every working directory: two services or the CLI
+        # started from different places would generate and use different auth secrets.
+        if value is not None and not value.expanduser().is_absolute():
+            raise ValueError(f"must be an absolute path (got {str(value)!r}), the same from every working directory")
+        return value.expanduser() if value is not None else None
 
     @model_validator(mode="after")
     def _stores_are_absolute(self) -> Settings:

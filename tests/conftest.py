@@ -67,7 +67,7 @@ def settings(unique: str) -> Settings:
     b = backends()
     return Settings(
         site=unique, database_url=b.database_url, amqp_url=b.amqp_url, bus={"prefix": unique}, log_format="json",
-        shutdown_grace_s=5.0, auth_secret=f"secret-{unique}",
+        shutdown_grace_s=5.0, auth_secret=f"test-secret-of-{unique}-{uuid.uuid4().hex}",
     )
 
 

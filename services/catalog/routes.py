@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from aiohttp import web
 
 from services.catalog import reads
@@ -14,6 +11,7 @@ from services.catalog.search import SearchError
 from services.catalog.session_closing import SessionAlreadyClosed, UnknownSession, close_session
 from shared.events.types import SessionClosed
 from shared.http.auth import Role, requires
+from shared.http.body import json_object
 from shared.http.errors import json_error
 from shared.service import ServiceContext
 
@@ -116,9 +114,7 @@ class CatalogApi:
 
     async def search(self, request: web.Request) -> web.Response:
         """POST /search {target, query, limit, cursor|offset}."""
-        body = await _json_body(request)
-        if isinstance(body, web.Response):
-            return body
+        body = await json_object(request)
         try:
             unknown = sorted(set(body) - SEARCH_KEYS)
             if unknown:
@@ -149,12 +145,3 @@ def _int_param(request: web.Request, name: str, default: int, maximum: int) -> i
         return json_error(400, "bad_request", f"{name} is a whole number from 1 to {maximum}, got {raw!r}")
     return value
 
-
-async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return json_error(400, "bad_request", f"the body is not JSON ({e}); send a JSON object")
-    if not isinstance(body, dict):
-        return json_error(400, "bad_request", 'the body must be a JSON object, e.g. {"target": "files", "query": {}}')
-    return body

@@ -31,6 +31,7 @@ from services.ingest.stores import NoRoom
 from shared.auth import Principal, Role
 from shared.errors import PermanentError
 from shared.http.auth import principal_of, requires
+from shared.http.body import json_object
 from shared.http.errors import json_error
 
 log = structlog.get_logger()
@@ -53,16 +54,6 @@ def _field(body: dict[str, Any], key: str, kind: type | tuple[type, ...], *, req
     if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
         raise BadUploadRequest(f"{key!r} has the wrong type ({type(value).__name__})")
     return value
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError as e:
-        raise BadUploadRequest(f"the request body is not JSON: {e}") from e
-    if not isinstance(body, dict):
-        raise BadUploadRequest("the request body must be a JSON object")
-    return body
 
 
 def _principal(request: web.Request) -> Principal:
@@ -93,7 +84,7 @@ def _upload_answer(upload: PendingUpload) -> dict[str, Any]:
 async def announce_upload(ingester: Ingester, request: web.Request) -> web.StreamResponse:
     """POST /api/v1/uploads {name, size, checksum, type, metadata?}: a place to PUT the bytes."""
     principal = _principal(request)
-    body = await _json_body(request)
+    body = await json_object(request)
     size: int = _field(body, "size", int)
     claim = Claim(_field(body, "name", str), _field(body, "type", str), size, _field(body, "checksum", str))
     metadata = _field(body, "metadata", dict, required=False)
@@ -275,7 +266,7 @@ def _write_chunks(writer: ChecksummingWriter, chunks: list[bytes]) -> None:
 async def upload_local_path(ingester: Ingester, request: web.Request) -> web.StreamResponse:
     """POST /api/v1/uploads/local {path, name?, type, size?, checksum?, md5?}: the server copies the file."""
     principal = _principal(request)
-    body = await _json_body(request)
+    body = await json_object(request)
     source = _field(body, "path", str)
     claim = Claim(_field(body, "name", str, required=False) or default_name(source), _field(body, "type", str),
                   _field(body, "size", int, required=False), _field(body, "checksum", str, required=False))

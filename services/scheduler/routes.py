@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import asyncpg
@@ -19,6 +18,7 @@ from services.scheduler.runs.planning import check_workflow, plan_run
 from services.scheduler.runs.views import run_detail, run_summaries
 from shared.errors import PermanentError
 from shared.http.auth import Role, principal_of, requires
+from shared.http.body import json_object
 from shared.http.errors import json_error
 from shared.service import ServiceContext
 
@@ -27,16 +27,6 @@ TRIGGERS = ("file.minted", "session.closed", "manual")
 
 class BadRequest(PermanentError):
     """A request body the API cannot use; the message says which field and how to fix it."""
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except json.JSONDecodeError as e:
-        raise BadRequest(f"the request body is not JSON: {e}") from e
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object")
-    return body
 
 
 def _text(body: dict[str, Any], key: str, *, required: bool = True) -> str | None:
@@ -89,7 +79,7 @@ class SchedulerApi:
 
     async def register_workflow(self, request: web.Request) -> web.Response:
         """POST /workflows {name, config_text, trigger, match?, backend?}."""
-        body = await _body(request)
+        body = await json_object(request)
         name, config_text, trigger = _text(body, "name") or "", _text(body, "config_text") or "", _text(body, "trigger")
         if trigger not in TRIGGERS:
             raise BadRequest(f'"trigger" must be one of {", ".join(TRIGGERS)}; got {trigger!r}')
@@ -118,7 +108,7 @@ class SchedulerApi:
 
     async def start_run(self, request: web.Request) -> web.Response:
         """POST /runs {workflow? | config_text, files, backend?}."""
-        body = await _body(request)
+        body = await json_object(request)
         name = _text(body, "workflow", required=False)
         if name is None and (refusal := self._adhoc_refusal(request)) is not None:
             return refusal
@@ -159,7 +149,7 @@ class SchedulerApi:
     async def retry_run(self, request: web.Request) -> web.Response:
         """POST /runs/{id}/retry {failed_only}: start a new round for failed (or all ended) jobs."""
         run_id = request.match_info["run_id"]
-        body = await _body(request) if request.can_read_body else {}
+        body = await json_object(request, optional=True)
         failed_only = body.get("failed_only", True)
         if not isinstance(failed_only, bool):
             raise BadRequest('"failed_only" must be true or false')

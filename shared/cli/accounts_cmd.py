@@ -7,7 +7,7 @@ import getpass
 import sys
 
 from shared.auth import Role, issue_token
-from shared.auth.accounts import AccountError, accounts_pool, authenticate, create_account, list_accounts
+from shared.auth.accounts import AccountError, open_accounts
 from shared.auth.secrets import site_secret
 from shared.settings import load_settings
 
@@ -41,8 +41,8 @@ def _password(args: argparse.Namespace, confirm: bool) -> str:
 async def _create(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     password = _password(args, confirm=True)
-    async with accounts_pool(settings) as pool:
-        await create_account(pool, args.name, password, Role.parse(args.role))
+    async with open_accounts(settings) as accounts:
+        await accounts.create(args.name, password, Role.parse(args.role))
     print(f"account {args.name} created with role {args.role}")
     return 0
 
@@ -50,16 +50,17 @@ async def _create(args: argparse.Namespace) -> int:
 async def _token(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     password = _password(args, confirm=False)
-    async with accounts_pool(settings) as pool:
-        principal = await authenticate(pool, args.name, password)
-    print(issue_token(site_secret(settings), principal, settings.token_ttl_s))
+    secret = site_secret(settings)  # refuse a guessable secret before asking the database anything
+    async with open_accounts(settings) as accounts:
+        principal = await accounts.authenticate(args.name, password)
+    print(issue_token(secret, principal, settings.token_ttl_s))
     return 0
 
 
 async def _list(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    async with accounts_pool(settings) as pool:
-        rows = await list_accounts(pool)
+    async with open_accounts(settings) as accounts:
+        rows = await accounts.list()
     for r in rows:
         state = "disabled" if r["disabled_at"] else "active"
         print(f"{r['name']:<24} {r['role']:<14} {state:<9} created {r['created_at']:%Y-%m-%d}")

@@ -1,7 +1,8 @@
 """Token authentication for aiohttp: a middleware that reads the bearer token, `requires(role)` per handler.
 
 Tests and clients get a token with `shared.auth.issue_token(secret, Principal(name, Role.X), ttl_s)` using the
-site's secret (`shared.auth.secrets.site_secret(settings)`), and send `Authorization: Bearer <token>`.
+site's secret (`shared.auth.secrets.site_secret(settings)`), and send `Authorization: Bearer <token>`. The app
+holds the secret as a SiteSecret under AUTH_SECRET.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from shared.auth import Principal, Role, TokenError, verify_token
+from shared.auth.secrets import SiteSecret
 from shared.http.errors import json_error
 
 __all__ = ["AUTH_SECRET", "Role", "auth_middleware", "principal_of", "requires"]
 
-AUTH_SECRET = web.AppKey("obsflow_auth_secret", str)
+AUTH_SECRET = web.AppKey("obsflow_auth_secret", SiteSecret)
 _PRINCIPAL = web.RequestKey("obsflow_principal", Principal)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -30,7 +32,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if scheme.lower() != "bearer" or not token:
             return json_error(401, "unauthenticated", "send 'Authorization: Bearer <token>'")
         try:
-            request[_PRINCIPAL] = verify_token(request.app[AUTH_SECRET], token.strip())
+            secret = request.config_dict[AUTH_SECRET]
+            request[_PRINCIPAL] = verify_token(secret.value, token.strip(), source=secret.source)
         except TokenError as e:
             return json_error(401, "unauthenticated", str(e))
     return await handler(request)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 from aiohttp import web
@@ -14,9 +14,33 @@ log = structlog.get_logger()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def json_error(status: int, code: str, message: str, **details: object) -> web.Response:
+class HttpRefusal(ObsflowError):
+    """A request refused with a 4xx/5xx status, a stable code and a message that says what to do."""
+
+    def __init__(self, status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.headers = dict(headers or {})
+
+
+def json_error(
+    status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None, **details: object
+) -> web.Response:
     """`{"error": {"code", "message", ...details}}` with `status`."""
-    return web.json_response({"error": {"code": code, "message": message, **details}}, status=status)
+    return web.json_response({"error": {"code": code, "message": message, **details}}, status=status, headers=headers)
+
+
+async def _refuse(request: web.Request, refusal: HttpRefusal) -> web.StreamResponse:
+    response = json_error(refusal.status, refusal.code, str(refusal), headers=refusal.headers)
+    if refusal.status == 408 and request.protocol is not None:
+        # The client stopped sending its body: answer, then close, rather than wait (aiohttp would linger for the
+        # rest of the body) on a client that may never send another byte.
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
+    return response
 
 
 @web.middleware
@@ -24,6 +48,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Known errors become 4xx/503 with their message; anything else a logged 500 with no internals."""
     try:
         return await handler(request)
+    except HttpRefusal as e:
+        return await _refuse(request, e)
     except web.HTTPException as e:
         if e.status < 400:
             raise

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import statistics
@@ -41,7 +42,7 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 ROOT = Path("/tmp/obsflow-bench-ingest")
 SOURCES = ROOT / "var" / "incoming"  # the site's default source root (its data directory is ROOT/var)
-SECRET = "bench-secret"
+SECRET = secrets.token_urlsafe(32)  # a service refuses a guessable secret
 HTTP_CLIENTS = 32  # small files uploaded side by side: enough to keep the server busy (8 leaves it waiting on fsyncs)
 
 

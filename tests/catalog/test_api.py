@@ -98,9 +98,12 @@ async def _search(api: Api) -> None:
     for bad in ({"target": "planets"}, {"query": {}, "colour": "red"}, {"limit": 0}):
         status, body = await api.call("POST", "/search", bad)
         assert status == 400 and body["error"] == "invalid_search", bad
-    async with api.session.post(api.base + "/search", data=b"{not json",
-                                headers={"Authorization": f"Bearer {api.bearer}"}) as response:
+    async with api.session.post(api.base + "/search", data=b"{not json", headers={
+            "Authorization": f"Bearer {api.bearer}", "Content-Type": "application/json"}) as response:
         assert response.status == 400
+    async with api.session.post(api.base + "/search", data=b"{}",  # aiohttp sends bytes as octet-stream
+                                headers={"Authorization": f"Bearer {api.bearer}"}) as response:
+        assert response.status == 415
 
 
 async def _close(api: Api, admin: str) -> None:

@@ -47,7 +47,8 @@ def test_each_service_mounts_only_its_own_credentials_and_setup_mounts_them_all(
     docs = [d for d in yaml.safe_load_all((K8S / "services.yaml").read_text()) if d]
     for d in (d for d in docs if d["kind"] == "Deployment"):
         name = d["metadata"]["name"].removeprefix("obsflow-")
-        secrets = [v["secret"]["secretName"] for v in d["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+        secrets = [v["secret"]["secretName"] for v in d["spec"]["template"]["spec"]["volumes"]
+                   if "secret" in v and v["secret"]["secretName"].startswith("obsflow-credentials-")]
         assert secrets == [f"obsflow-credentials-{name}"]
     job = yaml.safe_load((K8S / "setup.yaml").read_text())
     projected = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "credentials")

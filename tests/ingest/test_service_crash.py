@@ -62,7 +62,7 @@ async def test_sigkill_mid_copy_then_restart_mints_exactly_once(settings, amqp, 
         **os.environ, "OBSFLOW_SITE": settings.site, "OBSFLOW_DATABASE_URL": settings.database_url,
         "OBSFLOW_AMQP_URL": settings.amqp_url, "OBSFLOW_BUS__PREFIX": settings.bus.prefix,
         "OBSFLOW_HTTP_BASE_PORT": str(base), "OBSFLOW_LOG_FORMAT": "json",
-        "OBSFLOW_AUTH_SECRET": "crash-test-secret", "OBSFLOW_DATA_DIR": str(tmp_path / "var"),
+        "OBSFLOW_AUTH_SECRET": settings.auth_secret.get_secret_value(), "OBSFLOW_DATA_DIR": str(tmp_path / "var"),
         # Room for the file once: the killed copy's reservation must not count twice after the restart.
         "OBSFLOW_STORES": json.dumps([{"name": "main", "root": str(store), "capacity_bytes": 300 * MiB}]),
     }

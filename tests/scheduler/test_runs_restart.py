@@ -65,7 +65,7 @@ async def test_sigkill_with_jobs_in_flight_then_restart(settings, tmp_path: Path
         **os.environ, "OBSFLOW_SITE": s.site, "OBSFLOW_DATABASE_URL": s.database_url, "OBSFLOW_AMQP_URL": s.amqp_url,
         "OBSFLOW_BUS__PREFIX": s.bus.prefix, "OBSFLOW_HTTP_BASE_PORT": str(s.http_base_port),
         "OBSFLOW_LOG_FORMAT": "json", "OBSFLOW_DATA_DIR": str(s.data_dir),
-        "OBSFLOW_SERVICES": json.dumps(s.services), "OBSFLOW_AUTH_SECRET": "secret",
+        "OBSFLOW_SERVICES": json.dumps(s.services), "OBSFLOW_AUTH_SECRET": s.auth_secret.get_secret_value(),
     }
     ready_url = f"http://127.0.0.1:{s.http_port('scheduler')}/readyz"
     proc = await _start(env, ready_url)
