@@ -111,12 +111,16 @@ def test_a_store_set_refuses_root_slash_before_touching_anything() -> None:
         StoreSet([StoreConfig(name="main", root=Path("/"), capacity_bytes=0)], CollectorRegistry())
 
 
-def test_relative_store_roots_and_the_data_dir_are_made_absolute_once_at_load(
+def test_relative_store_roots_are_made_absolute_once_at_load_and_a_relative_data_dir_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "obsflow.toml"
-    config.write_text('data_dir = "var"\n[[stores]]\nname = "main"\nroot = "stores/main"\n')
+    config.write_text(f'data_dir = "{tmp_path}/var"\n[[stores]]\nname = "main"\nroot = "stores/main"\n')
     settings = load_settings(config)
     assert settings.data_dir == tmp_path / "var" and settings.stores[0].root == tmp_path / "stores" / "main"
     assert StoreSettings(name="x", root=Path("/data")).root == Path("/data")
+    # A relative data directory would be another one from every working directory (and another auth secret).
+    config.write_text('data_dir = "var"\n')
+    with pytest.raises(ConfigurationError, match="data_dir: .*must be an absolute path"):
+        load_settings(config)
