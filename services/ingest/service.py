@@ -7,10 +7,12 @@ import asyncio
 from services.ingest.announced import ANNOUNCED_QUEUE, announced_handler
 from services.ingest.hygiene import StagingLocks, keep_staging_clean, sweep_staging
 from services.ingest.ingester import Ingester
+from services.ingest.openapi import openapi_document
 from services.ingest.options import ingest_options
 from services.ingest.storage import StoreSet
 from services.ingest.uploads import upload_routes
 from shared.events import Event, Payload
+from shared.http.openapi import openapi_routes
 from shared.service import ServiceContext, ServiceParts, ServiceSpec
 
 
@@ -44,7 +46,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         work_consumers=[
             ctx.work_consumer(ANNOUNCED_QUEUE, announced_handler(ingester, options), prefetch=options.prefetch)
         ],
-        routes=upload_routes(ingester),
+        routes=[*upload_routes(ingester), *openapi_routes(openapi_document())],
         background=[refresh_store_usage, expire_abandoned_uploads],
     )
 
