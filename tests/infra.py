@@ -63,5 +63,15 @@ def free_port_block(size: int = 5) -> int:
 
 
 def _port_free(port: int) -> bool:
+    """Whether a server could bind the port now: nothing listens there and no client connection holds it.
+
+    Binding is the only true test: a port that is the local end of a closed client connection (TIME_WAIT, a minute
+    after many HTTP calls) refuses connections yet cannot be bound, even with SO_REUSEADDR as asyncio sets it.
+    """
     with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True

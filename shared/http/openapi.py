@@ -73,11 +73,13 @@ def operation(
     parameters: Sequence[JsonSchema] = (),
     body: JsonSchema | None = None,
     description: str | None = None,
+    uses_backends: bool = True,
 ) -> JsonSchema:
     """One operation: its own responses plus those every operation gives (auth, body refusals, unavailability).
 
     `role` None means public (no token needed; a bad token sent anyway is still refused with 401). An operation's
-    own responses replace the common ones of the same status.
+    own responses replace the common ones of the same status. `uses_backends` False: it never touches the
+    database or the broker, so it is never a 503.
     """
     common: dict[str, JsonSchema] = {
         "401": error_response("no token, or a malformed, forged or expired one" if role else
@@ -90,7 +92,8 @@ def operation(
                                        "the body is not JSON of the declared shape; the message says which")
     if body is not None:
         common["413"] = error_response("the body is larger than the service accepts")
-    common["503"] = error_response("the database or the broker is unreachable right now; try again shortly")
+    if uses_backends:
+        common["503"] = error_response("the database or the broker is unreachable right now; try again shortly")
     op: JsonSchema = {"summary": summary, "parameters": list(parameters), "responses": {**common, **responses}}
     if description:
         op["description"] = description
@@ -117,17 +120,17 @@ def _shared_paths(service: str) -> dict[str, JsonSchema]:
         "token": {"type": "string", "description": "send it as `Authorization: Bearer <token>`"},
         "account": {"type": "string"}, "role": {"enum": [r.label for r in Role]},
         "expires_in_s": {"type": "number"}}}
-    spec = operation("this OpenAPI document", role=None,
+    spec = operation("this OpenAPI document", role=None, uses_backends=False,
                      responses={"200": json_response("OpenAPI 3.1", {"type": "object", "required": ["openapi"]})})
     paths: dict[str, JsonSchema] = {
-        "/healthz": {"get": operation("the process is alive", role=None,
+        "/healthz": {"get": operation("the process is alive", role=None, uses_backends=False,
                                       responses={"200": json_response("alive", alive)})},
         "/readyz": {"get": operation(
             "the service can work: its database and broker answer", role=None,
             responses={"200": json_response("ready", ready),
                        "503": json_response("not ready; `problems` (or `reason`) says why", ready)})},
         "/metrics": {"get": operation(
-            "Prometheus figures of this process", role=None,
+            "Prometheus figures of this process", role=None, uses_backends=False,
             responses={"200": {"description": "the Prometheus text format",
                                "content": {"text/plain": {"schema": {"type": "string"}}}}})},
         "/api/v1/tokens": {"post": operation(

@@ -91,7 +91,7 @@ def site_settings(root: Path) -> Settings:
         services={
             # Local-path uploads are confined to a directory of the test's own (schemathesis sends any path).
             "ingest": {"source_roots": [str(root / "sources")]},
-            "scheduler": {"poll_interval_s": 0.1, "backend_options": {"local": {"total_cpus": 2}}},
+            "scheduler": {"backend_options": {"local": {"total_cpus": 2}}},
         },
     )
 

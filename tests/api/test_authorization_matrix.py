@@ -99,13 +99,14 @@ def _verdict(route: Route, caller: Caller, response: requests.Response) -> str |
 
 
 @pytest.mark.parametrize("caller", CALLERS, ids=lambda caller: caller.name)
-def test_every_route_answers_each_caller_as_its_minimum_role_says(api_site: BackgroundSite, caller: Caller) -> None:
+def test_every_route_answers_each_caller_as_its_minimum_role_says(
+    api_site: BackgroundSite, http: requests.Session, caller: Caller
+) -> None:
     routes = _all_routes(api_site)
     assert len(routes) > 60 and {r.service for r in routes} == set(SERVICES)  # the table was really read
     wrong = []
-    with requests.Session() as session:
-        for route in routes:
-            verdict = _verdict(route, caller, _call(api_site, session, route, caller))
-            if verdict is not None:
-                wrong.append(f"{route.label}: {verdict}")
+    for route in routes:
+        verdict = _verdict(route, caller, _call(api_site, http, route, caller))
+        if verdict is not None:
+            wrong.append(f"{route.label}: {verdict}")
     assert not wrong, f"as {caller.name}:\n" + "\n".join(wrong)

@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 import pytest
+import requests
 import schemathesis
 
 from shared.auth import Role
@@ -54,9 +55,10 @@ def caller(request: pytest.FixtureRequest) -> Role:
     return request.param
 
 
-def conforms(case: Any, site: BackgroundSite, service: str, role: Role) -> None:
+def conforms(case: Any, site: BackgroundSite, http: requests.Session, service: str, role: Role) -> None:
     """Send the case to the running service and run the checks on its answer."""
-    sent = {"base_url": site.url(service), "headers": {"Authorization": f"Bearer {site.token(role)}"}, "timeout": 30}
+    sent = {"base_url": site.url(service), "headers": {"Authorization": f"Bearer {site.token(role)}"}, "timeout": 30,
+            "session": http}
     response = retry_while_database_full(lambda: case.call(**sent))
     case.validate_response(response, headers=sent["headers"], transport_kwargs=sent)
 
@@ -86,25 +88,25 @@ def _not_utf8(body: object) -> bool:
 
 
 @ingest.parametrize()
-def test_ingest_api_conforms(case: Any, api_site: BackgroundSite, caller: Role) -> None:
-    conforms(case, api_site, "ingest", caller)
+def test_ingest_api_conforms(case: Any, api_site: BackgroundSite, http: requests.Session, caller: Role) -> None:
+    conforms(case, api_site, http, "ingest", caller)
 
 
 @catalog.parametrize()
-def test_catalog_api_conforms(case: Any, api_site: BackgroundSite, caller: Role) -> None:
-    conforms(case, api_site, "catalog", caller)
+def test_catalog_api_conforms(case: Any, api_site: BackgroundSite, http: requests.Session, caller: Role) -> None:
+    conforms(case, api_site, http, "catalog", caller)
 
 
 @transfer.parametrize()
-def test_transfer_api_conforms(case: Any, api_site: BackgroundSite, caller: Role) -> None:
-    conforms(case, api_site, "transfer", caller)
+def test_transfer_api_conforms(case: Any, api_site: BackgroundSite, http: requests.Session, caller: Role) -> None:
+    conforms(case, api_site, http, "transfer", caller)
 
 
 @scheduler.parametrize()
-def test_scheduler_api_conforms(case: Any, api_site: BackgroundSite, caller: Role) -> None:
-    conforms(case, api_site, "scheduler", caller)
+def test_scheduler_api_conforms(case: Any, api_site: BackgroundSite, http: requests.Session, caller: Role) -> None:
+    conforms(case, api_site, http, "scheduler", caller)
 
 
 @monitor.parametrize()
-def test_monitor_api_conforms(case: Any, api_site: BackgroundSite, caller: Role) -> None:
-    conforms(case, api_site, "monitor", caller)
+def test_monitor_api_conforms(case: Any, api_site: BackgroundSite, http: requests.Session, caller: Role) -> None:
+    conforms(case, api_site, http, "monitor", caller)

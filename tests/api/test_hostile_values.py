@@ -20,18 +20,19 @@ from tests.api.site import BackgroundSite, retry_while_database_full
 from tests.scheduler.runs_support import workflow_config
 
 
-def _send(site: BackgroundSite, service: str, method: str, path: str, **kwargs: Any) -> requests.Response:
+def _send(site: BackgroundSite, http: requests.Session, service: str, method: str, path: str,
+          **kwargs: Any) -> requests.Response:
     headers = {"Authorization": f"Bearer {site.token(Role.ADMIN)}"}
     return retry_while_database_full(
-        lambda: requests.request(method, site.url(service) + path, headers=headers, timeout=30, **kwargs))
+        lambda: http.request(method, site.url(service) + path, headers=headers, timeout=30, **kwargs))
 
 
-def test_a_nul_in_any_path_parameter_is_refused(api_site: BackgroundSite) -> None:
+def test_a_nul_in_any_path_parameter_is_refused(api_site: BackgroundSite, http: requests.Session) -> None:
     wrong = []
     routes = [r for s in SERVICES for r in api_site.routes(s) if "{" in r.path]
     assert len(routes) >= 10
     for route in routes:
-        response = _send(api_site, route.service, route.method, re.sub(r"\{[^}]+\}", "zen%00.uvh5", route.path))
+        response = _send(api_site, http, route.service, route.method, re.sub(r"\{[^}]+\}", "zen%00.uvh5", route.path))
         if not 400 <= response.status_code < 500:
             wrong.append(f"{route.label}: {response.status_code} {response.text[:200]}")
     assert not wrong, "\n".join(wrong)
@@ -51,13 +52,17 @@ SEARCHES = {
 
 
 @pytest.mark.parametrize("search", SEARCHES.values(), ids=SEARCHES.keys())
-def test_a_search_postgresql_could_not_run_is_an_invalid_search(api_site: BackgroundSite, search: Any) -> None:
-    response = _send(api_site, "catalog", "POST", "/api/v1/search", json=search)
+def test_a_search_postgresql_could_not_run_is_an_invalid_search(
+    api_site: BackgroundSite, http: requests.Session, search: Any
+) -> None:
+    response = _send(api_site, http, "catalog", "POST", "/api/v1/search", json=search)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_search"
 
 
-def test_nul_characters_in_stored_text_are_refused(api_site: BackgroundSite, tmp_path: Any) -> None:
+def test_nul_characters_in_stored_text_are_refused(
+    api_site: BackgroundSite, http: requests.Session, tmp_path: Any
+) -> None:
     announcement = {"name": "zen.2459122.40000.sum.uvh5", "type": "uvh5", "size": 5,
                     "checksum": "xxh3-128:" + "1" * 32, "metadata": {"note": "a\u0000b"}}
     sent = [
@@ -67,6 +72,6 @@ def test_nul_characters_in_stored_text_are_refused(api_site: BackgroundSite, tmp
          {"name": "night\u0000ly", "config_text": workflow_config(tmp_path), "trigger": "manual"}),
     ]
     for service, path, body in sent:
-        response = _send(api_site, service, "POST", path, json=body)
+        response = _send(api_site, http, service, "POST", path, json=body)
         assert response.status_code == 400, (path, response.text)
         assert "NUL" in response.json()["error"]["message"], (path, response.text)

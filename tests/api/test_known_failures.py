@@ -15,8 +15,10 @@ from tests.api.site import BackgroundSite
                    "JSONDecodeError, so a body that is not UTF-8 raises UnicodeDecodeError: a 500; the shared body "
                    "parser answers 400")
 @pytest.mark.parametrize("path", ["/api/v1/workflows", "/api/v1/runs", "/api/v1/runs/nightly-1/retry"])
-def test_scheduler_refuses_a_body_that_is_not_utf8_with_400(api_site: BackgroundSite, path: str) -> None:
-    response = requests.post(
+def test_scheduler_refuses_a_body_that_is_not_utf8_with_400(
+    api_site: BackgroundSite, http: requests.Session, path: str
+) -> None:
+    response = http.post(
         api_site.url("scheduler") + path, data=b'{"name": "\xff\xfe"}', timeout=30,
         headers={"Authorization": f"Bearer {api_site.token(Role.ADMIN)}", "Content-Type": "application/json"},
     )
