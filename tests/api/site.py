@@ -96,6 +96,18 @@ def site_settings(root: Path) -> Settings:
     )
 
 
+async def _connect_when_broker_answers(url: str, timeout_s: float = 60) -> aio_pika.abc.AbstractConnection:
+    """A connection to the broker, waiting while it restarts (other work on this machine restarts it now and then)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await aio_pika.connect(url)
+        except (aio_pika.exceptions.AMQPConnectionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 class BackgroundSite:
     """The five services of one site, running on a private event loop in a daemon thread."""
 
@@ -148,7 +160,7 @@ class BackgroundSite:
     async def _stop(self) -> None:
         await self._stop_services()
         queues = tuple(q for name in SERVICES for q in load_spec(name).work_queues)
-        connection = await aio_pika.connect(self.settings.amqp_url)
+        connection = await _connect_when_broker_answers(self.settings.amqp_url)
         try:
             async with connection.channel() as channel:
                 await Topology.from_settings(self.settings.bus, queues).delete(channel)
