@@ -52,6 +52,9 @@ _REFUSALS = {
     "413": error_response("too_large: the size is above the site's max_file_bytes"),
     "507": error_response("no_store: no online store has room; free space, raise a capacity or bring one online"),
 }
+# The ticket's upload_id is where the bytes go (schemathesis follows it in its stateful tests).
+_SEND_BYTES = {"SendTheBytes": {"operationId": "sendUploadBytes",
+                                "parameters": {"upload_id": "$response.body#/upload_id"}}}
 _MINTED = {"200": json_response("it was minted already with this content: nothing changed", ref("MintAnswer")),
            "201": json_response("minted", ref("MintAnswer"))}
 
@@ -62,7 +65,7 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/uploads": {"post": operation(
             "announce an upload (name, size, checksum): where to PUT its bytes", role=Role.READ_APPEND,
             body=json_body(ref("Announcement")),
-            responses={"201": json_response("a new pending upload", ref("UploadTicket")),
+            responses={"201": {**json_response("a new pending upload", ref("UploadTicket")), "links": _SEND_BYTES},
                        "200": json_response("the same upload is pending already (its ticket), or the file is "
                                             "minted already ({file, created: false})",
                                             {"oneOf": [ref("UploadTicket"), ref("MintAnswer")]}),
@@ -70,6 +73,7 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/uploads/{upload_id}": {"put": operation(
             "send the bytes of an announced upload; they are verified against the announcement and minted",
             role=Role.READ_APPEND, parameters=[path_param("upload_id", "from the announcement's ticket")],
+            operation_id="sendUploadBytes",
             body={"required": True, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"}}}},
             responses={**_MINTED, **_REFUSALS,

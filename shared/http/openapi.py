@@ -74,6 +74,7 @@ def operation(
     body: JsonSchema | None = None,
     description: str | None = None,
     uses_backends: bool = True,
+    operation_id: str | None = None,
 ) -> JsonSchema:
     """One operation: its own responses plus those every operation gives (auth, body refusals, unavailability).
 
@@ -97,6 +98,8 @@ def operation(
     op: JsonSchema = {"summary": summary, "parameters": list(parameters), "responses": {**common, **responses}}
     if description:
         op["description"] = description
+    if operation_id:
+        op["operationId"] = operation_id  # what links name
     if body is not None:
         op["requestBody"] = body
     if role is None:
