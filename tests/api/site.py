@@ -33,7 +33,14 @@ from shared.events.types import FileMinted, InstanceCreated
 from shared.runner import ServiceRunner, load_spec
 from shared.settings import SERVICES, Settings, StoreSettings
 from tests.infra import backends, free_port_block
-from tests.scheduler.runs_support import STANDARD_SCRIPTS, input_files, wait_finished, workflow_config, write_scripts
+from tests.scheduler.runs_support import (
+    STANDARD_SCRIPTS,
+    input_files,
+    scheduler_settings,
+    wait_finished,
+    workflow_config,
+    write_scripts,
+)
 
 T = TypeVar("T")
 
@@ -84,16 +91,17 @@ def site_settings(root: Path) -> Settings:
     b = backends()
     for directory in ("sources", "store"):
         (root / directory).mkdir(parents=True, exist_ok=True)
-    return Settings(
+    base = Settings(
         site=name, database_url=b.database_url, amqp_url=b.amqp_url, bus={"prefix": name}, log_format="json",
-        shutdown_grace_s=5.0, auth_secret=secrets.token_urlsafe(32), http_base_port=free_port_block(),
-        data_dir=root / "var", stores=[StoreSettings(name="main", root=root / "store")],
-        services={
-            # Local-path uploads are confined to a directory of the test's own (schemathesis sends any path).
-            "ingest": {"source_roots": [str(root / "sources")]},
-            "scheduler": {"backend_options": {"local": {"total_cpus": 2}}},
-        },
+        shutdown_grace_s=5.0, auth_secret=secrets.token_urlsafe(32),
+        stores=[StoreSettings(name="main", root=root / "store")],
     )
+    # The scheduler configured as its own tests configure it (data in root/var, scripts in root/scripts, inputs in
+    # root/data), polling at its default pace: the site idles between tests.
+    settings = scheduler_settings(base, root / "var", poll_interval_s=0.5)
+    # Local-path uploads are confined to a directory of the test's own (schemathesis sends any path).
+    return settings.model_copy(update={"services": {**settings.services,
+                                                    "ingest": {"source_roots": [str(root / "sources")]}}})
 
 
 async def _connect_when_broker_answers(url: str, timeout_s: float = 60) -> aio_pika.abc.AbstractConnection:
