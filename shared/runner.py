@@ -61,6 +61,11 @@ class ServiceRunner:
         self.relay: OutboxRelay | None = None
         self.failed = False  # a part died: the process exits non-zero so its supervisor restarts it
 
+    @property
+    def http_app(self) -> web.Application | None:
+        """The running aiohttp application (its router is the service's route table); None before HTTP starts."""
+        return self._http_runner.app if self._http_runner is not None else None
+
     async def prepare(self) -> ServiceContext:
         """Connect, migrate, declare the topology and build the service's parts, without starting them."""
         s, name = self.settings, self.spec.name

@@ -82,9 +82,9 @@ class CatalogClient:
 
 
 def _describe_error(status: int, body: Any) -> str:
-    if isinstance(body, dict) and body.get("error") == "invalid_search":
-        return f"invalid search at {body.get('path')}: {body.get('message')}"
     error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("code") == "invalid_search":
+        return f"invalid search at {error.get('path')}: {error.get('message')}"
     if isinstance(error, dict):
         return f"{error.get('message')} (HTTP {status} {error.get('code')})"
     return f"the catalog answered HTTP {status}"

@@ -95,7 +95,7 @@ async def run_search(pool: asyncpg.Pool, request: Mapping[str, Any], timeout_s: 
     target = request.get("target", "files")
     limit = request.get("limit", DEFAULT_LIMIT)
     sql, params = compile_search(
-        target, request.get("query") or {}, limit=limit, offset=request.get("offset"), cursor=request.get("cursor")
+        target, request.get("query"), limit=limit, offset=request.get("offset"), cursor=request.get("cursor")
     )
     async with pool.acquire() as conn, conn.transaction(readonly=True):
         await conn.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.catalog import reads
-from services.catalog.openapi import openapi_document
 from services.catalog.options import CatalogOptions
 from services.catalog.search import SearchError
 from services.catalog.session_closing import SessionAlreadyClosed, UnknownSession, close_session
@@ -20,8 +19,8 @@ SEARCH_KEYS = {"target", "query", "limit", "cursor", "offset"}
 DEFAULT_RECENT = 20
 
 
-# (method, path under PREFIX, CatalogApi handler, minimum role); None: public.
-ROUTE_TABLE: tuple[tuple[str, str, str, Role | None], ...] = (
+# (method, path under PREFIX, CatalogApi handler, minimum role); services/catalog/openapi.py describes each.
+ROUTE_TABLE: tuple[tuple[str, str, str, Role], ...] = (
     ("GET", "/files", "recent_files", Role.READ_ONLY),
     ("GET", "/files/{name}", "file", Role.READ_ONLY),
     ("GET", "/files/{name}/instances", "file_instances", Role.READ_ONLY),
@@ -30,18 +29,14 @@ ROUTE_TABLE: tuple[tuple[str, str, str, Role | None], ...] = (
     ("GET", "/sessions/{session_id}", "session", Role.READ_ONLY),
     ("POST", "/sessions/{session_id}/close", "close_session", Role.ADMIN),
     ("POST", "/search", "search", Role.READ_ONLY),
-    ("GET", "/openapi.json", "openapi", None),
 )
 
 
 def catalog_routes(ctx: ServiceContext, options: CatalogOptions) -> list[web.RouteDef]:
-    """Every route of the API, each guarded by its minimum role (the OpenAPI document is public)."""
+    """Every route of the API, each guarded by its minimum role."""
     api = CatalogApi(ctx, options)
-    routes = []
-    for method, path, name, role in ROUTE_TABLE:
-        handler = getattr(api, name)
-        routes.append(web.route(method, PREFIX + path, requires(role)(handler) if role else handler))
-    return routes
+    return [web.route(method, PREFIX + path, requires(role)(getattr(api, name)))
+            for method, path, name, role in ROUTE_TABLE]
 
 
 class CatalogApi:
@@ -123,10 +118,6 @@ class CatalogApi:
         except SearchError as e:
             return web.json_response(e.to_dict(), status=400)
         return web.json_response(page)
-
-    async def openapi(self, _request: web.Request) -> web.Response:
-        """GET /openapi.json (public)."""
-        return web.json_response(openapi_document())
 
 
 def _not_found(kind: str, key: str) -> web.Response:

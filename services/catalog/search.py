@@ -19,10 +19,13 @@ from services.catalog.search_errors import SearchError
 from services.catalog.search_fields import TARGETS, Target
 from services.catalog.search_values import SQL_TYPE
 
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "SearchError", "compile_search", "cursor_after", "search_targets"]
+__all__ = [
+    "DEFAULT_LIMIT", "MAX_LIMIT", "MAX_OFFSET", "SearchError", "compile_search", "cursor_after", "search_targets",
+]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
+MAX_OFFSET = 2**63 - 1  # PostgreSQL's bigint
 
 
 def search_targets() -> list[str]:
@@ -84,7 +87,7 @@ def _decode_cursor(cursor: str, spec: Target) -> tuple[float, str]:
     _, first, second = payload
     if first is None:
         first = math.inf  # files without a start_jd sort last (COALESCE(start_jd, 'Infinity'))
-    if isinstance(first, bool) or not isinstance(first, int | float) or not isinstance(second, str):
+    if isinstance(first, bool) or not isinstance(first, int | float) or not isinstance(second, str) or "\0" in second:
         raise stale
     return float(first), second
 
@@ -99,7 +102,8 @@ def _target(target: str) -> Target:
 def _check_page(limit: int, offset: int | None, cursor: str | None) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise SearchError("limit", f"limit is a whole number from 1 to {MAX_LIMIT}; got {limit!r}")
-    if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int) or offset < 0):
-        raise SearchError("offset", f"offset is a whole number >= 0; got {offset!r}")
+    whole = isinstance(offset, int) and not isinstance(offset, bool)
+    if offset is not None and not (whole and 0 <= offset <= MAX_OFFSET):
+        raise SearchError("offset", f"offset is a whole number from 0 to {MAX_OFFSET}; got {offset!r}")
     if offset and cursor is not None:
         raise SearchError("offset", "use either a cursor or an offset, not both (a cursor is faster)")

@@ -18,9 +18,9 @@ class SearchError(ObsflowError):
         self.field_path = field_path
         self.message = message
 
-    def to_dict(self) -> dict[str, str]:
-        """The body of the HTTP 400 answer."""
-        return {"error": "invalid_search", "path": self.field_path, "message": self.message}
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        """The body of the HTTP 400 answer: the API's error shape, with the path of the clause at fault."""
+        return {"error": {"code": "invalid_search", "message": self.message, "path": self.field_path}}
 
 
 def child_path(path: str, key: str | int) -> str:

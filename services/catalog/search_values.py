@@ -9,6 +9,7 @@ from enum import StrEnum
 from services.catalog.search_errors import SearchError
 
 UNIX_EPOCH_JD = 2440587.5
+LARGEST_INTEGER = 2**63 - 1  # PostgreSQL's bigint: a larger integer could never match and cannot be sent
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -66,8 +67,10 @@ def datetime_to_jd(moment: datetime) -> float:
 def coerce_value(kind: FieldKind, value: object, path: str) -> object:
     """The value as the parameter for a field of this kind, or a SearchError naming path."""
     if kind is FieldKind.TEXT:
-        if isinstance(value, str):
+        if isinstance(value, str) and "\0" not in value:
             return value
+        if isinstance(value, str):
+            raise SearchError(path, "text cannot contain a NUL character (\\u0000): no name or id has one")
         raise SearchError(path, f"takes {expected(kind)}; got {describe(value)}")
     if kind is FieldKind.TIMESTAMP:
         if isinstance(value, str):
@@ -79,6 +82,8 @@ def coerce_value(kind: FieldKind, value: object, path: str) -> object:
     if kind is FieldKind.INTEGER:
         if not float(number).is_integer():
             raise SearchError(path, f"takes {expected(kind)}; got {value!r}")
+        if not -LARGEST_INTEGER <= number <= LARGEST_INTEGER:  # a JSON integer beyond 64 bits arrives as a float
+            raise SearchError(path, f"takes a number from -{LARGEST_INTEGER} to {LARGEST_INTEGER}; got {value}")
         return int(number)
     return float(number)
 
@@ -89,6 +94,8 @@ def _finite_number(kind: FieldKind, value: object, path: str) -> float | int:
         raise SearchError(path, f"takes {expected(kind)}; got {describe(value)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise SearchError(path, f"takes a finite number; got {value!r}")
+    if isinstance(value, int) and not -LARGEST_INTEGER <= value <= LARGEST_INTEGER:
+        raise SearchError(path, f"takes a number from -{LARGEST_INTEGER} to {LARGEST_INTEGER}; got {value}")
     return value
 
 

@@ -9,12 +9,14 @@ import structlog
 from services.ingest.announced import ANNOUNCED_QUEUE, announced_handler, announcement_job
 from services.ingest.hygiene import StagingLocks, keep_staging_clean, sweep_staging
 from services.ingest.ingester import Ingester
+from services.ingest.openapi import openapi_document
 from services.ingest.options import default_source_root, ingest_options
 from services.ingest.sources import prepare_source_roots
 from services.ingest.storage import StoreSet
 from services.ingest.uploads import upload_routes
 from services.ingest.waiting import WaitingRoom
 from shared.events import Event, Payload
+from shared.http.openapi import openapi_routes
 from shared.service import ServiceContext, ServiceParts, ServiceSpec
 
 log = structlog.get_logger()
@@ -62,7 +64,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         work_consumers=[
             ctx.work_consumer(ANNOUNCED_QUEUE, announced_handler(ingester, options, waiting), prefetch=options.prefetch)
         ],
-        routes=upload_routes(ingester),
+        routes=[*upload_routes(ingester), *openapi_routes(openapi_document())],
         background=[refresh_store_usage, resume_waiting_announcements, expire_abandoned_uploads],
     )
 

@@ -273,7 +273,7 @@ async def upload_local_path(ingester: Ingester, request: web.Request) -> web.Str
     who = Provenance(uploader=principal.account, metadata=_field(body, "metadata", dict, required=False))
     upload_id = f"loc-{uuid.uuid4().hex}"
     outcome = await ingest_path(ingester, ingester.plain_transaction, claim, source, upload_id, who,
-                                want_md5=bool(body.get("md5")))
+                                want_md5=bool(_field(body, "md5", bool, required=False)))
     return await _respond(ingester, outcome)
 
 

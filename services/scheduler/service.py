@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
+from services.scheduler.openapi import openapi_document
 from services.scheduler.routes import scheduler_routes
 from services.scheduler.runs.dispatcher import Dispatcher
 from services.scheduler.runs.options import SchedulerOptions
 from services.scheduler.runs.triggers import RunTriggers
+from shared.http.openapi import openapi_routes
 from shared.service import ServiceContext, ServiceParts, ServiceSpec
 
 
@@ -25,7 +27,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
 
     return ServiceParts(
         stream_consumers=[ctx.stream_consumer(RunTriggers(options).handlers())],
-        routes=scheduler_routes(ctx, options, dispatcher),
+        routes=[*scheduler_routes(ctx, options, dispatcher), *openapi_routes(openapi_document())],
         background=[dispatch],
         # Runs are not a projection of the log: replay empties nothing and, thanks to the unique
         # (workflow, trigger event) pair and the registration-time check, starts nothing new.

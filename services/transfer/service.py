@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from services.transfer.openapi import openapi_document
+from shared.http.openapi import openapi_routes
 from shared.service import ServiceContext, ServiceParts, ServiceSpec
 
 
 async def build(ctx: ServiceContext) -> ServiceParts:
-    """No consumers yet."""
-    return ServiceParts()
+    """No consumers yet: the shared routes and the OpenAPI document."""
+    return ServiceParts(routes=openapi_routes(openapi_document()))
 
 
 SPEC = ServiceSpec(name="transfer", build=build)

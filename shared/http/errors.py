@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
+import asyncpg
 import structlog
 from aiohttp import web
 
@@ -53,7 +54,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        return json_error(e.status, e.reason.lower().replace(" ", "_"), e.text or e.reason)
+        response = json_error(e.status, e.reason.lower().replace(" ", "_"), e.text or e.reason)
+        if "Allow" in e.headers:  # RFC 9110: a 405 names the methods the resource has
+            response.headers["Allow"] = e.headers["Allow"]
+        return response
+    except asyncpg.DataError as e:
+        # PostgreSQL refused a value the request carried (a NUL character, a number out of range): the request is
+        # at fault, whichever handler passed the value on, so never a 500.
+        return json_error(400, "bad_request", f"a value in this request cannot be used: {e}; "
+                          "text may not contain NUL characters and numbers must fit in 64 bits")
     except TransientError as e:
         return json_error(503, "unavailable", f"{e}; try again shortly")
     except PermanentError as e:

@@ -94,10 +94,10 @@ async def _search(api: Api) -> None:
     status, page = await api.call("POST", "/search", {"target": "sessions", "query": {"status": {"is": "open"}}})
     assert status == 200 and len(page["results"]) == 2 and page["next_cursor"] is None
     status, body = await api.call("POST", "/search", {"target": "files", "query": {"and": [{"size": {">": "big"}}]}})
-    assert status == 400 and body["error"] == "invalid_search" and body["path"] == '$.and[0].size[">"]'
+    assert status == 400 and body["error"]["code"] == "invalid_search" and body["error"]["path"] == '$.and[0].size[">"]'
     for bad in ({"target": "planets"}, {"query": {}, "colour": "red"}, {"limit": 0}):
         status, body = await api.call("POST", "/search", bad)
-        assert status == 400 and body["error"] == "invalid_search", bad
+        assert status == 400 and body["error"]["code"] == "invalid_search", bad
     async with api.session.post(api.base + "/search", data=b"{not json", headers={
             "Authorization": f"Bearer {api.bearer}", "Content-Type": "application/json"}) as response:
         assert response.status == 400
@@ -120,10 +120,8 @@ async def _close(api: Api, admin: str) -> None:
 async def _roles(api: Api, settings) -> None:
     status, doc = await api.call("GET", "/openapi.json", bearer=None)  # the description is public
     assert status == 200 and doc["openapi"].startswith("3.")
-    assert {PREFIX + path for _m, path, _h, _r in ROUTE_TABLE} == set(doc["paths"])
+    assert {PREFIX + path for _m, path, _h, _r in ROUTE_TABLE} <= set(doc["paths"])  # tests/api checks all of it
     for method, path, _handler, minimum in ROUTE_TABLE:
-        if minimum is None:
-            continue
         url = path.format(name="x", observation_id="x", session_id="x")
         body = {} if method == "POST" else None
         status, answer = await api.call(method, url, body, bearer=None)

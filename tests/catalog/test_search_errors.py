@@ -55,7 +55,8 @@ def test_bad_queries_name_the_offending_clause(target: str, query: Any, path: st
         compile_search(target, query)
     assert caught.value.field_path == path
     assert message in caught.value.message
-    assert caught.value.to_dict() == {"error": "invalid_search", "path": path, "message": caught.value.message}
+    assert caught.value.to_dict() == {
+        "error": {"code": "invalid_search", "path": path, "message": caught.value.message}}
 
 
 def test_too_deep_a_query_is_refused() -> None:
