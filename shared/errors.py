@@ -33,3 +33,7 @@ class DatabaseUnavailable(TransientError):
 
 class BrokerUnavailable(TransientError):
     """RabbitMQ could not be reached or closed the channel."""
+
+
+class StorageUnavailable(TransientError):
+    """A file system that background upkeep works on failed (unmounted, an I/O error): tried again later."""

@@ -16,6 +16,8 @@ from services.ingest.staging import AlreadyInStore, StagingArea
 from services.ingest.stores import StoreConfig, StoreState, StoreUsage, choose_store, measure_usage
 from shared.batching import Batcher
 from shared.errors import ConfigurationError
+from shared.failures import translate_storage_errors
+from shared.periodic import every
 from shared.settings import StoreSettings
 
 log = structlog.get_logger()
@@ -147,12 +149,10 @@ class StoreSet:
             self.used_gauge.labels(store.name).set(usage.used_bytes)
 
     async def refresh_forever(self, pool: asyncpg.Pool, stop: asyncio.Event, interval_s: float) -> None:
-        """Refresh usage every `interval_s` until `stop` is set."""
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), interval_s)
-            except TimeoutError:
-                try:
-                    await self.refresh_usage(pool)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-                    log.warning("store_usage_refresh_failed", error=repr(e))
+        """Refresh usage every `interval_s` until `stop` is set (a store's file system failing: next round)."""
+
+        async def refresh() -> None:
+            with translate_storage_errors("measuring the stores"):
+                await self.refresh_usage(pool)
+
+        await every(interval_s, refresh, stop, name="store_usage_refresh")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictInt
 
+from shared.events.bounds import Checksum, Name, PathText, Word
 from shared.events.registry import Payload, event_payload, upcaster
 
 
@@ -15,11 +16,11 @@ class ObservationAnnounced(Payload):
     """The correlator wrote a file at `path`; ingest it. Published by instruments, consumed by ingest."""
 
     event_type = "observation.announced"
-    path: str
-    file_type: str
-    name: str | None = None
-    expected_size: int | None = Field(default=None, ge=0)
-    expected_checksum: str | None = None
+    path: PathText
+    file_type: Word
+    name: Name | None = None
+    expected_size: StrictInt | None = Field(default=None, ge=0)
+    expected_checksum: Checksum | None = None
 
     def routing_detail(self) -> str | None:
         return self.file_type
@@ -31,15 +32,15 @@ class FileMinted(Payload):
 
     event_type = "file.minted"
     version = 2
-    name: str
-    size: int = Field(ge=0)
-    checksum: str
-    file_type: str
-    observation_id: str | None = None
+    name: Name
+    size: StrictInt = Field(ge=0)
+    checksum: Checksum
+    file_type: Word
+    observation_id: Name | None = None
     start_jd: float | None = None
     duration_s: float | None = None
-    origin_site: str
-    uploader: str
+    origin_site: Word
+    uploader: Name
     created_at: datetime
     produced_by: dict[str, Any] | None = None
 
@@ -62,12 +63,12 @@ class InstanceCreated(Payload):
     """A verified copy of a file lies on a store of a site. Emitted by ingest and transfer; consumed by catalog."""
 
     event_type = "instance.created"
-    file_name: str
-    site: str
-    store: str
-    path: str
-    size: int = Field(ge=0)
-    checksum: str
+    file_name: Name
+    site: Word
+    store: Name
+    path: PathText
+    size: StrictInt = Field(ge=0)
+    checksum: Checksum
     verified_at: datetime
 
 
@@ -76,10 +77,10 @@ class InstanceDeleted(Payload):
     """A copy was removed from a store (never the last verified one). Emitted by ingest and transfer."""
 
     event_type = "instance.deleted"
-    file_name: str
-    site: str
-    store: str
-    path: str
+    file_name: Name
+    site: Word
+    store: Name
+    path: PathText
     reason: str
 
 
@@ -103,10 +104,10 @@ class SessionClosed(Payload):
     """An observing session is complete: its time range and files, in time order. Emitted by catalog."""
 
     event_type = "session.closed"
-    session_id: str
+    session_id: Name
     start_jd: float
     end_jd: float
-    file_names: list[str]
+    file_names: list[Name]
 
 
 @event_payload
@@ -118,8 +119,8 @@ class JobStarted(Payload):
     job_id: str
     action: str
     files: list[str]
-    attempt: int
-    backend: str
+    attempt: StrictInt
+    backend: Word
     external_id: str | None = None
 
     def routing_detail(self) -> str | None:
@@ -135,7 +136,7 @@ class JobDone(Payload):
     job_id: str
     action: str
     files: list[str]
-    exit_status: int
+    exit_status: StrictInt
     duration_s: float
     log_path: str | None = None
     outputs: list[str] = []
@@ -153,10 +154,10 @@ class JobFailed(Payload):
     job_id: str
     action: str
     files: list[str]
-    attempt: int
+    attempt: StrictInt
     reason: str
-    will_retry: bool
-    exit_status: int | None = None
+    will_retry: StrictBool
+    exit_status: StrictInt | None = None
     log_path: str | None = None
 
     def routing_detail(self) -> str | None:
@@ -170,6 +171,6 @@ class WorkflowFinished(Payload):
     event_type = "workflow.finished"
     run_id: str
     workflow: str
-    succeeded: bool
-    jobs: int
-    failed_jobs: int
+    succeeded: StrictBool
+    jobs: StrictInt
+    failed_jobs: StrictInt

@@ -10,8 +10,6 @@ after the batch system accepted the job is the one way a job runs twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 
 import asyncpg
 import structlog
@@ -27,15 +25,19 @@ from services.scheduler.runs.outputs import read_declared_outputs
 from services.scheduler.runs.repository import InFlight
 from services.scheduler.runs.submission import BackendPool, MakeEvent, record_submission_error, submit_attempt
 from shared.bus.outbox import append_events
-from shared.db.pool import TRANSIENT_DB_ERRORS
 from shared.errors import ObsflowError
 from shared.events import Payload
+from shared.failures import describe, is_transient, suppress_transient, translate_storage_errors
+from shared.locks import lock_key
+from shared.periodic import every
 from shared.waiting import wait_any
 
 log = structlog.get_logger()
 
-# Failures a later pass can get past: the database restarting, a file system hiccup.
-_PASSING: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, OSError)
+
+def _passing(exc: BaseException) -> bool:
+    """A failure a later pass can get past: an outage (see shared.failures) or the job file system failing."""
+    return is_transient(exc) or isinstance(exc, OSError)
 
 
 class Dispatcher:
@@ -73,17 +75,16 @@ class Dispatcher:
             finally:
                 await self._stop_submissions()
                 await self.backends.close()
-                with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                with suppress_transient():
                     await lock_conn.execute("SELECT pg_advisory_unlock($1)", self._lock_key())
 
     async def _loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self.wakeup.clear()
-            try:
-                await self.tick()
-            except _PASSING as e:
-                log.warning("dispatch_retry", error=repr(e))
-            await wait_any(stop, self.wakeup, self.options.poll_interval_s)
+        await every(self.options.poll_interval_s, self._tick, stop, name="dispatch", first_now=True,
+                    wakeup=self.wakeup)
+
+    async def _tick(self) -> None:
+        with translate_storage_errors("the job file system"):  # a hiccup there is passed, like an outage
+            await self.tick()
 
     async def tick(self) -> None:
         """One pass: poll in-flight attempts, finish ended runs, record provenance, submit ready jobs."""
@@ -114,10 +115,11 @@ class Dispatcher:
         try:
             await submit_attempt(self.pool, self.backends, self.make_event, run_id, key, attempt)
             self.submissions += 1
-        except _PASSING as e:
-            log.warning("job_submission_deferred", run_id=run_id, job=key, error=repr(e))
-        except Exception as e:  # a bug or a bad option: the attempt must end, not stay 'submitting'
-            await self._record_crash(run_id, key, attempt, e)
+        except Exception as e:  # classified: a passing failure defers; a bug or a bad option ends the attempt
+            if _passing(e):
+                log.warning("job_submission_deferred", run_id=run_id, job=key, error=describe(e))
+            else:
+                await self._record_crash(run_id, key, attempt, e)
         finally:
             self._submitting.pop((run_id, key), None)
             self.wakeup.set()
@@ -125,8 +127,10 @@ class Dispatcher:
     async def _record_crash(self, run_id: str, key: str, attempt: int, error: Exception) -> None:
         try:
             await record_submission_error(self.pool, self.make_event, run_id, key, attempt, error)
-        except _PASSING as e:
-            log.warning("job_submission_error_not_recorded", run_id=run_id, job=key, error=repr(e))
+        except Exception as e:  # classified: a passing failure is logged (the attempt is marked lost on restart)
+            if not _passing(e):
+                raise
+            log.warning("job_submission_error_not_recorded", run_id=run_id, job=key, error=describe(e))
 
     async def poll_in_flight(self) -> None:
         """Ask each backend, in one status() call, about its in-flight attempts; record the ones that ended."""
@@ -202,5 +206,4 @@ class Dispatcher:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _lock_key(self) -> int:
-        digest = hashlib.blake2b(f"dispatch:{self.schema}".encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big", signed=True)
+        return lock_key("dispatch", self.schema)
