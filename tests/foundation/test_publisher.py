@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from pathlib import Path
 
 import aio_pika
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from shared.bus import Topology, WorkQueue
 from shared.bus.publisher import ConfirmedPublisher
 from shared.errors import BrokerUnavailable
+from shared.events import decode_event
 from tests.conftest import wait_for
 from tests.foundation.support import minted
 from tests.private_servers import PrivateRabbitMQ
@@ -85,3 +87,48 @@ async def test_close_says_how_many_events_were_left_unconfirmed(
     await publisher.publish(minted(1))
     with pytest.raises(BrokerUnavailable, match="1 events were not confirmed by the broker within 0.5 s"):
         await publisher.close(timeout_s=0.5)
+
+
+def _announcer_from_the_docs() -> type:
+    """The `Announcer` class docs/instruments.md tells instrument builders to copy, as written there."""
+    text = (Path(__file__).parents[2] / "docs" / "instruments.md").read_text()
+    block = text.split("<!-- instrument-announcer: begin -->")[1].split("<!-- instrument-announcer: end -->")[0]
+    code = block.strip().removeprefix("```python").removesuffix("```")
+    namespace: dict[str, object] = {}
+    exec(compile(code, "docs/instruments.md", "exec"), namespace)  # our own documentation, run as written
+    return namespace["Announcer"]  # type: ignore[return-value]
+
+
+async def test_the_announcer_in_the_instrument_docs_rides_through_a_broker_restart(
+    private_rabbitmq: PrivateRabbitMQ, broker_topology: Topology, capsys
+) -> None:
+    announcer = _announcer_from_the_docs()(private_rabbitmq.amqp_url, broker_topology.events_exchange, site="karoo")
+    ids = []
+    restart: asyncio.Task[None] | None = None
+    for i in range(200):
+        ids.append(await announcer.announce(f"/data/correlator/zen.2459122.{30000 + i:05d}.sum.uvh5", "uvh5",
+                                            expected_size=4096))
+        if i == 60:
+            restart = asyncio.create_task(asyncio.to_thread(private_rabbitmq.restart, 2.0))
+        await asyncio.sleep(0.02)  # an instrument's pace, so the restart lands mid-flow
+    assert restart is not None
+    await restart
+    await asyncio.wait_for(announcer.close(), 60)
+    assert "broker unavailable" in capsys.readouterr().out  # it did ride through an outage
+
+    received = await _received_ids(private_rabbitmq.amqp_url, broker_topology.queue_name(QUEUE.name), len(ids))
+    assert set(received) == set(ids)
+    connection = await aio_pika.connect(private_rabbitmq.amqp_url)
+    async with connection, connection.channel() as channel:  # and what it sends is a valid obsflow event
+        await channel.set_qos(prefetch_count=1)
+        stream = await channel.get_queue(broker_topology.log_stream, ensure=False)
+        first: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await message.ack()
+            if not first.done():
+                first.set_result(message.body)
+
+        await stream.consume(take, arguments={"x-stream-offset": "first"})
+        event = decode_event(await asyncio.wait_for(first, 30))
+    assert str(event.event_id) in ids and event.routing_key == "karoo.observation.announced.uvh5"
