@@ -42,6 +42,7 @@ class ServiceContext:
         return StreamConsumer(
             name or self.name, self.pool, self.settings.amqp_url, self.topology, handlers, self.metrics.bus,
             batch_size=self.settings.bus.prefetch, max_event_bytes=self.settings.bus.max_event_bytes,
+            shutdown_grace_s=in_flight_grace(self.settings.shutdown_grace_s),
         )
 
     def work_consumer(self, queue: WorkQueue, handler: WorkHandlerSpec, *, prefetch: int = 8) -> WorkQueueConsumer:

@@ -16,7 +16,7 @@ from shared.bus.topology import Topology
 from shared.errors import BrokerUnavailable, DatabaseUnavailable
 from shared.events import Event, encode_event
 from shared.failures import describe, is_transient, suppress_transient
-from shared.locks import lock_key
+from shared.locks import Leader, lock_key
 from shared.metrics import BusMetrics
 from shared.waiting import wait_any
 
@@ -69,6 +69,7 @@ class OutboxRelay:
         self._exchange: AbstractExchange | None = None
         self.published = 0
         self._pruned_at = time.monotonic()
+        self._leader = Leader(pool, lock_key("outbox", schema), f"outbox relay of {schema}")
 
     async def _ensure_exchange(self) -> AbstractExchange:
         if not self._connection.connected.is_set():
@@ -127,13 +128,14 @@ class OutboxRelay:
                 await backoff.wait(stop)
 
     async def _lead(self, stop: asyncio.Event, backoff: Backoff) -> None:
-        async with self._pool.acquire() as listener:
-            if not await self._wait_for_leadership(listener, stop):
+        async with self._leader.leading(stop, retry_s=self._poll_interval_s, wakeup=self._wakeup) as leading:
+            if not leading:
                 return
+            listener = self._leader.connection
             await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
             try:
                 while not stop.is_set():
-                    if listener.is_closed():  # the session held the leadership lock: it is gone with it
+                    if self._leader.lost():  # the session held the leadership lock: it is gone with it
                         raise DatabaseUnavailable("the relay lost its database session and its leadership")
                     self._wakeup.clear()
                     await self.publish_pending()
@@ -146,15 +148,6 @@ class OutboxRelay:
             finally:
                 with suppress_transient():
                     await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-                    await listener.execute("SELECT pg_advisory_unlock($1)", self._lock_key())
-
-    async def _wait_for_leadership(self, listener: asyncpg.Connection, stop: asyncio.Event) -> bool:
-        """Take the schema's relay lock, waiting as standby while another process holds it; False if stopped."""
-        while not await listener.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key()):
-            log.info("outbox_relay_standby", schema=self._schema)
-            if await wait_any(stop, self._wakeup, self._poll_interval_s):
-                return False
-        return True
 
     async def _prune_published(self) -> None:
         """Forget published rows after the retention period (the log stream keeps the events)."""
@@ -170,8 +163,6 @@ class OutboxRelay:
         if payload == self._schema:
             self._wakeup.set()
 
-    def _lock_key(self) -> int:
-        return lock_key("outbox", self._schema)
 
     async def close(self) -> None:
         """Close the relay's channel."""

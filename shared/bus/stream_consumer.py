@@ -23,7 +23,7 @@ from shared.errors import BrokerUnavailable, ObsflowError
 from shared.events import Event, decode_event
 from shared.events.envelope import MAX_EVENT_BYTES
 from shared.failures import describe, is_transient, suppress_transient
-from shared.locks import lock_key
+from shared.locks import Leader, LeadershipTaken, lock_key
 from shared.metrics import BusMetrics
 
 log = structlog.get_logger()
@@ -78,6 +78,7 @@ class StreamConsumer:
         batch_size: int = 500,
         linger_s: float = 0.02,
         max_event_bytes: int = MAX_EVENT_BYTES,
+        shutdown_grace_s: float = 20.0,
     ) -> None:
         self.name = name
         self._pool = pool
@@ -88,12 +89,12 @@ class StreamConsumer:
         self._batch_size = batch_size
         self._linger_s = linger_s
         self._max_event_bytes = max_event_bytes
+        self._grace_s = shutdown_grace_s
         self._markers: dict[str, asyncio.Future[None]] = {}
         self._connection: AbstractConnection | None = None
         self._ready = asyncio.Event()
-        self._standby = False
         self._stopping = False
-        self._lock_conn: asyncpg.Connection | None = None
+        self._leader = Leader(pool, lock_key("stream", topology.log_stream, name), f"stream consumer {name}")
         self.applied = 0
 
     # ----- lifecycle
@@ -106,7 +107,7 @@ class StreamConsumer:
     @property
     def standby(self) -> bool:
         """True while another process holds this consumer's lock and this one waits to take over."""
-        return self._standby
+        return self._leader.standby
 
     async def run(self, stop: asyncio.Event, *, wait_for_lock: bool = True) -> None:
         """Consume until `stop` is set; reconnect with backoff after broker or database outages.
@@ -117,8 +118,9 @@ class StreamConsumer:
         backoff = Backoff()
         while not stop.is_set():
             try:
-                async with self._locked(stop, wait=wait_for_lock):
-                    await self._consume(stop)
+                async with self._locked(stop, wait=wait_for_lock) as leading:
+                    if leading:
+                        await self._consume(stop)
             except LeadershipLost as e:
                 log.warning("stream_consumer_lock_lost", consumer=self.name, error=describe(e))
                 await backoff.wait(stop)
@@ -160,17 +162,13 @@ class StreamConsumer:
                 await backoff.wait(stop)
 
     @contextlib.asynccontextmanager
-    async def _locked(self, stop: asyncio.Event, *, wait: bool) -> AsyncIterator[None]:
+    async def _locked(self, stop: asyncio.Event, *, wait: bool) -> AsyncIterator[bool]:
         """Hold this consumer's advisory lock: one process applies a consumer's events at a time."""
-        async with self._pool.acquire() as lock_conn:
-            await self._take_lock(lock_conn, stop, wait)
-            self._lock_conn = lock_conn
-            try:
-                yield
-            finally:
-                self._lock_conn = None
-                with suppress_transient():
-                    await lock_conn.execute("SELECT pg_advisory_unlock($1)", self._lock_key())
+        try:
+            async with self._leader.leading(stop, wait=wait, retry_s=1.0) as leading:
+                yield leading
+        except LeadershipTaken as e:
+            raise ConsumerBusy(f"consumer {self.name!r} is running elsewhere; stop that service first") from e
 
     async def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Wait until the consumer is attached to the stream."""
@@ -196,32 +194,12 @@ class StreamConsumer:
         finally:
             self._markers.pop(marker, None)
 
-    async def _take_lock(self, conn: asyncpg.Connection, stop: asyncio.Event, wait: bool) -> None:
-        backoff = Backoff(base_s=0.5, cap_s=5.0)
-        try:
-            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key()):
-                if not wait:
-                    raise ConsumerBusy(f"consumer {self.name!r} is running elsewhere; stop that service first")
-                if not self._standby:
-                    log.info("stream_consumer_standby", consumer=self.name)
-                self._standby = True
-                await backoff.wait(stop)
-                if stop.is_set():
-                    return
-        finally:
-            self._standby = False
-
     def _lock_lost(self) -> bool:
         """True once the session holding this consumer's lock has ended."""
-        if self._lock_conn is None:
-            return False
-        try:
-            return self._lock_conn.is_closed()
-        except asyncpg.InterfaceError:  # the pool took the dead connection back already
-            return True
+        return self._leader.lost()
 
     def _lock_key(self) -> int:
-        return lock_key("stream", self._topology.log_stream, self.name)
+        return self._leader.key
 
     async def _resume_offset(self) -> int | str:
         stored = await self._pool.fetchval('SELECT "offset" FROM stream_checkpoints WHERE consumer = $1', self.name)
@@ -249,10 +227,13 @@ class StreamConsumer:
             if worker.done():
                 worker.result()  # re-raise what ended the worker
             else:
-                # Finish the batch in hand; one stuck on a dead database is abandoned (it was never acked).
-                _done, pending = await asyncio.wait([worker], timeout=30)
+                # Finish the batch in hand within the grace; one stuck on a dead database is abandoned: it was
+                # neither acked nor checkpointed, so it is read again from the stream.
+                _done, pending = await asyncio.wait([worker], timeout=self._grace_s)
                 for task in pending:
                     task.cancel()
+                if worker.done() and not worker.cancelled() and (error := worker.exception()) is not None:
+                    log.warning("stream_batch_abandoned", consumer=self.name, error=describe(error))
             if lost.is_set() and not stop.is_set():
                 raise aio_pika.exceptions.AMQPConnectionError("broker connection lost")
         finally:
@@ -328,6 +309,8 @@ class StreamConsumer:
                 if self._lock_lost():
                     raise LeadershipLost(f"consumer {self.name!r} lost its lock while applying a batch") from e
                 if after_failure(e, attempts) is Disposition.RETRY:
+                    if self._stopping:
+                        raise  # stopping or detached: the batch is read again (it was not acked or checkpointed)
                     self._metrics.retried.labels(self.name, e.__class__.__name__).inc()
                     log.warning("stream_batch_retry", consumer=self.name, error=describe(e), attempts=attempts)
                     await backoff.wait()

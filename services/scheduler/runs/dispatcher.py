@@ -27,10 +27,9 @@ from services.scheduler.runs.submission import BackendPool, MakeEvent, record_su
 from shared.bus.outbox import append_events
 from shared.errors import ObsflowError
 from shared.events import Payload
-from shared.failures import describe, is_transient, suppress_transient, translate_storage_errors
-from shared.locks import lock_key
+from shared.failures import describe, is_transient, translate_storage_errors
+from shared.locks import Leader, lock_key
 from shared.periodic import every
-from shared.waiting import wait_any
 
 log = structlog.get_logger()
 
@@ -62,11 +61,10 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Lead dispatching for this schema until `stop` is set; then hand in-flight submissions back."""
-        async with self.pool.acquire() as lock_conn:
-            while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key()):
-                log.info("dispatcher_standby", schema=self.schema)
-                if await wait_any(stop, self.wakeup, 2.0):
-                    return
+        leader = Leader(self.pool, lock_key("dispatch", self.schema), f"dispatcher of {self.schema}")
+        async with leader.leading(stop, retry_s=2.0, wakeup=self.wakeup) as leading:
+            if not leading:
+                return
             try:
                 lost = await repository.abandon_submitting(self.pool)
                 if lost:
@@ -75,8 +73,6 @@ class Dispatcher:
             finally:
                 await self._stop_submissions()
                 await self.backends.close()
-                with suppress_transient():
-                    await lock_conn.execute("SELECT pg_advisory_unlock($1)", self._lock_key())
 
     async def _loop(self, stop: asyncio.Event) -> None:
         await every(self.options.poll_interval_s, self._tick, stop, name="dispatch", first_now=True,
@@ -205,5 +201,3 @@ class Dispatcher:
                 log.warning("submissions_cancelled_at_stop", submissions=len(late))
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _lock_key(self) -> int:
-        return lock_key("dispatch", self.schema)
