@@ -259,7 +259,7 @@ class WorkQueueConsumer:
             await channel.set_qos(prefetch_count=self._prefetch)
             dead = await channel.get_exchange(self._topology.dead_letter_exchange, ensure=False)
             queue = await channel.get_queue(self.queue_name, ensure=False)
-            self._session = _Session(connection, dead, channel.default_exchange)
+            self._session = _Session(connection, dead)
             tag = await queue.consume(self._on_message)
             self._attached.set()
             log.info("work_consumer_attached", consumer=self.name, queue=queue.name)
@@ -349,9 +349,7 @@ class WorkQueueConsumer:
                         return
                     self._metrics.retried.labels(self.name, e.__class__.__name__).inc()
                     if not await self._wait_to_retry(message, backoff):
-                        if is_transient(e):
-                            await self._hand_back(message)
-                        return  # the channel is gone: the broker hands the delivery out again
+                        return  # stopping, or the channel is gone: the broker hands the delivery out again
                     continue
                 self.handled += 1
                 self._metrics.handled.labels(self.name, event.type).inc()
@@ -364,32 +362,6 @@ class WorkQueueConsumer:
             return False
         await backoff.wait(self._stop)
         return not (self._stop.is_set() or message.channel.is_closed)
-
-    async def _hand_back(self, message: AbstractIncomingMessage) -> None:
-        """Stopping while an outage is waited out: put the message back as a new one, then ack this delivery.
-
-        Returning the delivery instead would count against the queue's delivery limit (a channel closed with it
-        unacked counts as a failed delivery), and a few service restarts during a long outage would then have the
-        broker dead-letter it, without a reason. A copy published and then acked keeps its count at zero; if
-        the ack is lost, `Once` recognises the duplicate.
-        """
-        session = self._session
-        if session is None or message.channel.is_closed:
-            return  # the broker gets it back with the channel
-        headers = {k: v for k, v in (message.headers or {}).items() if k != "x-delivery-count"}
-        try:
-            await publish_confirmed(
-                session.default_exchange,
-                aio_pika.Message(message.body, headers=headers, message_id=message.message_id, type=message.type,
-                                 content_type=message.content_type, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                self.queue_name,
-            )
-        except Exception as e:  # could not put it back: the broker gets the delivery back with the channel instead
-            if not is_transient(e):
-                raise
-            return
-        log.info("work_delivery_handed_back", consumer=self.name, message_id=message.message_id)
-        await _ack(message)
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str, event: Event | None) -> None:
         """Copy the message to the dead-letter exchange with its reason, record it, then ack; outages waited out."""
@@ -437,7 +409,6 @@ class WorkQueueConsumer:
 class _Session:
     connection: AbstractConnection
     dead_exchange: AbstractExchange
-    default_exchange: AbstractExchange
 
 
 def _deliveries_before(message: AbstractIncomingMessage) -> int:

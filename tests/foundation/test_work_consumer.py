@@ -449,37 +449,3 @@ async def test_a_batch_that_fails_as_a_whole_is_handled_again_one_by_one(
     dead = await _dead_letters(amqp, work_topology)
     assert [decode_event(m.body).event_id for m in dead] == [poison.event_id]
     assert dead[0].headers[REASON_HEADER] == "OSError: [Errno 36] File name too long"
-
-
-async def test_stopping_during_an_outage_puts_the_delivery_back_without_counting_a_failed_delivery(
-    pool, amqp, work_topology, exchange, bus_metrics
-) -> None:
-    # Returned unacked, a delivery counts against the delivery limit (3 here): more restarts than that during a
-    # long outage would have the broker dead-letter it, without a reason.
-    await pool.execute(PROJECTION_DDL)
-    database_down = True
-    deliveries: list[int] = []
-
-    async def project(event: Event, once: Once) -> None:
-        if database_down:
-            raise DatabaseUnavailable("the database is restarting")
-        await _project(event, once)
-
-    await publish_event(exchange, minted(1))
-    for _restart in range(2 * QUEUE.delivery_limit):
-        consumer = _consumer(pool, amqp, work_topology, bus_metrics, project)
-        original = consumer._on_message
-
-        async def counting(message: aio_pika.abc.AbstractIncomingMessage, original=original) -> None:
-            deliveries.append(int((message.headers or {}).get("x-delivery-count", 0)))  # type: ignore[call-overload]
-            await original(message)
-
-        consumer._on_message = counting  # type: ignore[method-assign]
-        before = len(deliveries)
-        await consumer.start()
-        await wait_for(lambda before=before: len(deliveries) > before, timeout_s=10)
-        await consumer.stop()
-    database_down = False
-    await _run(_consumer(pool, amqp, work_topology, bus_metrics, project))
-    assert set(deliveries) == {0}  # never counted as a failed delivery
-    assert len(await snapshot(pool)) == 1 and await _dead_letters(amqp, work_topology) == []
