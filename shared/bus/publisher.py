@@ -35,13 +35,15 @@ class ConfirmedPublisher:
 
     `publish` returns once the event is in the buffer (it waits only while the buffer is full); `flush` waits until
     everything published so far is confirmed; `close` flushes and stops. Use it as an async context manager.
+    `user_id`, when given, is stamped on every message (the broker checks it is the connection's user).
     """
 
     def __init__(
         self, amqp_url: str, exchange: str, *, max_buffered: int = 10_000, in_flight: int = 256,
-        reconnect_cap_s: float = 5.0,
+        reconnect_cap_s: float = 5.0, user_id: str | None = None,
     ) -> None:
         self._url = amqp_url
+        self._user_id = user_id
         self._exchange_name = exchange
         self._max_buffered = max_buffered
         self._in_flight = in_flight
@@ -77,6 +79,7 @@ class ConfirmedPublisher:
         """Put `event` in the buffer to be sent (waiting while the buffer is full); the same id is kept on re-sends."""
         self._raise_if_failed()
         message = event_message(str(event.event_id), event.type, encode_event(event))
+        message.user_id = self._user_id
         async with self._changed:
             await self._changed.wait_for(lambda: len(self._buffer) < self._max_buffered or self._failure is not None)
             self._raise_if_failed()

@@ -132,3 +132,22 @@ async def test_the_announcer_in_the_instrument_docs_rides_through_a_broker_resta
         await stream.consume(take, arguments={"x-stream-offset": "first"})
         event = decode_event(await asyncio.wait_for(first, 30))
     assert str(event.event_id) in ids and event.routing_key == "karoo.observation.announced.uvh5"
+
+
+async def test_the_broker_user_is_stamped_and_a_false_one_stops_the_publisher_with_a_reason(
+    private_rabbitmq: PrivateRabbitMQ, broker_topology: Topology
+) -> None:
+    async with ConfirmedPublisher(private_rabbitmq.amqp_url, broker_topology.events_exchange,
+                                  user_id="guest") as publisher:
+        await publisher.publish(minted(1))
+    connection = await aio_pika.connect(private_rabbitmq.amqp_url)
+    async with connection, connection.channel() as channel:
+        queue = await channel.get_queue(broker_topology.queue_name(QUEUE.name))
+        message = await queue.get(no_ack=True, timeout=10)
+        assert message.user_id == "guest"  # consumers can check who published (the broker vouches for it)
+
+    impostor = ConfirmedPublisher(private_rabbitmq.amqp_url, broker_topology.events_exchange, user_id="karoo-ingest")
+    impostor.start()
+    await impostor.publish(minted(2))
+    with pytest.raises(BrokerUnavailable, match="the publisher stopped: ChannelPreconditionFailed"):
+        await impostor.close(timeout_s=30)  # the broker refuses a user id that is not the connection's: no retry
