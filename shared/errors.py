@@ -12,7 +12,8 @@ class PermanentError(ObsflowError):
 
 
 class TransientError(ObsflowError):
-    """A failure that may go away by itself (a database or broker restart): retried with backoff, bounded."""
+    """A failure of the infrastructure that goes away by itself (a database or broker restart): waited out with
+    backoff, never held against the work (see shared/failures.py)."""
 
 
 class MalformedEvent(PermanentError):
@@ -33,3 +34,7 @@ class DatabaseUnavailable(TransientError):
 
 class BrokerUnavailable(TransientError):
     """RabbitMQ could not be reached or closed the channel."""
+
+
+class StorageUnavailable(TransientError):
+    """A file system that background upkeep works on failed (unmounted, an I/O error): tried again later."""

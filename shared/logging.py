@@ -9,6 +9,9 @@ from typing import Literal
 import structlog
 
 _SECRET_KEYS = ("password", "token", "secret", "authorization")
+# The AMQP driver logs a broker restart as errors with tracebacks; the bus reports it itself, once, with what it does
+# about it (`work_consumer_reconnect`, `publisher_reconnect`, ...), so the driver's own lines are kept quiet.
+_QUIETED_DRIVER_LOGGERS = ("aiormq", "aio_pika")
 
 
 def _drop_secrets(_logger: object, _method: str, event_dict: structlog.typing.EventDict) -> structlog.typing.EventDict:
@@ -41,3 +44,5 @@ def configure_logging(
     )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service, site=site)
+    for name in _QUIETED_DRIVER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)

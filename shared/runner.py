@@ -21,17 +21,22 @@ from shared.auth.secrets import SiteSecret, load_site_secret
 from shared.bus.outbox import OutboxRelay
 from shared.bus.topology import Topology
 from shared.db import apply_migrations, create_pool
-from shared.db.pool import TRANSIENT_DB_ERRORS, ConnectionBudget
+from shared.db.pool import ConnectionBudget
 from shared.errors import BrokerUnavailable, ConfigurationError
+from shared.failures import describe, is_transient
 from shared.http.auth import AUTH_SECRET, auth_middleware
 from shared.http.body import BODY_LIMITS, BodyLimits
 from shared.http.errors import error_middleware
 from shared.http.tokens import token_routes
 from shared.metrics import ServiceMetrics
+from shared.periodic import every
 from shared.service import ServiceContext, ServiceParts, ServiceSpec
 from shared.settings import SERVICES, Settings
 
 log = structlog.get_logger()
+
+ATTACH_TIMEOUT_S = 30.0  # how long start() waits for the work consumers to attach
+HANDLED_IDS_PRUNING_S = 3600.0
 
 
 def load_spec(name: str) -> ServiceSpec:
@@ -75,9 +80,11 @@ class ServiceRunner:
         await apply_migrations(pool, schema, self.spec.all_migrations)
         try:
             amqp = await aio_pika.connect_robust(amqp_url)
-        except (aio_pika.exceptions.AMQPError, OSError) as e:
+        except Exception as e:  # translated at the edge: the operator is told which broker could not be reached
             await pool.close()
-            raise BrokerUnavailable(f"cannot reach RabbitMQ at {credentials.redacted(amqp_url)}: {e}") from e
+            if not is_transient(e):
+                raise
+            raise BrokerUnavailable(f"cannot reach RabbitMQ at {credentials.redacted(amqp_url)}: {describe(e)}") from e
         topology = Topology.from_settings(s.bus, self.spec.work_queues)
         own = credentials.own_credentials(s)
         if own:  # a service may not configure the broker: `obsflow setup` declared the topology
@@ -102,7 +109,8 @@ class ServiceRunner:
         if self.relay is None:
             raise ConfigurationError("prepare() did not build the outbox relay")
         for consumer in self.parts.work_consumers:
-            await consumer.start()
+            self._spawn(consumer.run(self.stop_event), f"work-{consumer.name}")
+        await self._until_work_consumers_attach()
         self._spawn(self.relay.run(self.stop_event), "outbox-relay")
         for sc in self.parts.stream_consumers:
             self._spawn(sc.run(self.stop_event), f"stream-{sc.name}")
@@ -114,18 +122,28 @@ class ServiceRunner:
         log.info("service_started", schema=ctx.schema, port=s.http_port(name) if self._http else None)
         return ctx
 
+    async def _until_work_consumers_attach(self) -> None:
+        """Return once every work consumer consumes its queue (a service that cannot is not started)."""
+        consumers = self.parts.work_consumers
+        deadline = time.monotonic() + ATTACH_TIMEOUT_S
+        while not all(c.attached for c in consumers):
+            if self.stop_event.is_set():
+                raise BrokerUnavailable("a work consumer failed while starting; see service_part_failed")
+            if time.monotonic() > deadline:
+                late = ", ".join(c.queue_name for c in consumers if not c.attached)
+                raise BrokerUnavailable(f"could not consume {late} within {ATTACH_TIMEOUT_S:.0f} s; is RabbitMQ up?")
+            await asyncio.sleep(0.02)  # a poll interval between checks of a condition
+
     async def _forget_old_handled_ids(self, ctx: ServiceContext) -> None:
         """Drop handled-event ids older than the retention (the log no longer holds those events) every hour."""
-        while not self.stop_event.is_set():
-            try:
-                await ctx.pool.execute(
-                    "DELETE FROM handled_events WHERE handled_at < now() - make_interval(secs => $1)",
-                    self.settings.bus.handled_retention_s,
-                )
-            except TRANSIENT_DB_ERRORS as e:
-                log.warning("handled_ids_pruning_failed", error=repr(e))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), 3600)
+
+        async def prune() -> None:
+            await ctx.pool.execute(
+                "DELETE FROM handled_events WHERE handled_at < now() - make_interval(secs => $1)",
+                self.settings.bus.handled_retention_s,
+            )
+
+        await every(HANDLED_IDS_PRUNING_S, prune, self.stop_event, name="handled_ids_pruning", first_now=True)
 
     def _spawn(self, coro: Awaitable[None], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -203,8 +221,17 @@ class ServiceRunner:
             problems.append(f"database: {e!r}")
         if self.ctx.amqp.is_closed:
             problems.append("broker: connection closed")
+        problems.extend(self._detached_consumers())
         status = 200 if not problems else 503
         return web.json_response({"ready": not problems, "problems": problems}, status=status)
+
+    def _detached_consumers(self) -> list[str]:
+        """A problem for each consumer that is not consuming (a stream consumer standing by for its lock is fine)."""
+        problems = [f"work consumer {c.name}: not attached to {c.queue_name}"
+                    for c in self.parts.work_consumers if not c.attached]
+        problems.extend(f"stream consumer {c.name}: not attached to the log"
+                        for c in self.parts.stream_consumers if not (c.attached or c.standby))
+        return problems
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         registry = self.ctx.metrics.registry if self.ctx else None
@@ -217,14 +244,15 @@ class ServiceRunner:
         grace = self.settings.shutdown_grace_s
         deadline = asyncio.get_running_loop().time() + grace
         await self._stop_listening()
-        for consumer in self.parts.work_consumers:
-            await consumer.stop(grace)
+        # Every part stops at once (work consumers finish their deliveries in flight in parallel), within one grace.
         if self._tasks:
             _done, pending = await asyncio.wait(self._tasks, timeout=grace)
             for task in pending:
+                log.warning("service_part_cancelled_at_stop", part=task.get_name())
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self._stop_http(deadline)
+        await self._run_shutdown_hooks(deadline)  # after the requests in flight: an upload may hold a staging lock
         if self.relay is not None:
             with contextlib.suppress(aio_pika.exceptions.AMQPError):
                 await self.relay.close()
@@ -239,6 +267,16 @@ class ServiceRunner:
             stream_events_applied=sum(c.applied for c in self.parts.stream_consumers),
             work_events_handled=sum(c.handled for c in self.parts.work_consumers),
         )
+
+    async def _run_shutdown_hooks(self, deadline: float) -> None:
+        """The parts' shutdown hooks, last registered first, each within what is left of the grace (at least 1 s)."""
+        for hook in reversed(self.parts.on_stop):
+            name = getattr(hook, "__qualname__", repr(hook))
+            try:
+                await asyncio.wait_for(hook(), timeout=max(1.0, deadline - asyncio.get_running_loop().time()))
+            except Exception as e:  # at stop, one hook's failure must not keep the pools open: it is reported
+                log.error("shutdown_hook_failed", hook=name, error=describe(e), exc_info=e)
+                self.failed = True
 
     async def run_until_signalled(self) -> None:
         """Start, run until SIGTERM/SIGINT (or a part fails), then stop gracefully."""

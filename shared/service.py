@@ -44,29 +44,46 @@ class ServiceContext:
         """A consumer of the site's log stream, checkpointed in this service's schema."""
         return StreamConsumer(
             name or self.name, self.pool, self.amqp_url, self.topology, handlers, self.metrics.bus,
-            batch_size=self.settings.bus.prefetch, verify_publishers=self.verify_publishers,
+            batch_size=self.settings.bus.prefetch, max_event_bytes=self.settings.bus.max_event_bytes,
+            shutdown_grace_s=in_flight_grace(self.settings.shutdown_grace_s), verify_publishers=self.verify_publishers,
         )
 
     def work_consumer(self, queue: WorkQueue, handler: WorkHandlerSpec, *, prefetch: int = 8) -> WorkQueueConsumer:
-        """A consumer of one of this service's work queues."""
+        """A consumer of one of this service's work queues, on a broker connection of its own."""
         return WorkQueueConsumer(
-            f"{self.name}.{queue.name}", queue, self.pool, self.amqp, self.topology, handler, self.metrics.bus,
-            prefetch=prefetch, verify_publishers=self.verify_publishers,
+            f"{self.name}.{queue.name}", queue, self.pool, self.amqp_url, self.topology, handler,
+            self.metrics.bus, prefetch=prefetch, max_event_bytes=self.settings.bus.max_event_bytes,
+            shutdown_grace_s=in_flight_grace(self.settings.shutdown_grace_s), verify_publishers=self.verify_publishers,
         )
 
 
+def in_flight_grace(shutdown_grace_s: float) -> float:
+    """How long work in flight may take to finish at stop: most of the grace, the rest is for closing connections."""
+    return shutdown_grace_s * 0.75
+
+
 Background = Callable[[asyncio.Event], Awaitable[None]]
+ShutdownHook = Callable[[], Awaitable[None]]
 
 
 @dataclass
 class ServiceParts:
-    """The running pieces a service's `build` returns; the runner starts and stops them."""
+    """The running pieces a service's `build` returns; the runner starts and stops them.
+
+    `on_stop` hooks run once consumers and background tasks have stopped, before the pools close, last registered
+    first (release what the parts held: a dedicated connection, a thread pool).
+    """
 
     stream_consumers: list[StreamConsumer] = field(default_factory=list)
     work_consumers: list[WorkQueueConsumer] = field(default_factory=list)
     routes: list[web.RouteDef] = field(default_factory=list)
     background: list[Background] = field(default_factory=list)
     reset_projection: Sequence[str] = ()  # SQL that empties the state replay rebuilds
+    on_stop: list[ShutdownHook] = field(default_factory=list)
+
+    def at_stop(self, hook: ShutdownHook) -> None:
+        """Register `hook` to run at stop (after the consumers and background tasks, before the pools close)."""
+        self.on_stop.append(hook)
 
 
 @dataclass(frozen=True)

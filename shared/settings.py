@@ -37,6 +37,7 @@ class BusSettings(BaseModel):
     stream_segment_bytes: int = 100 * 1024**2
     delivery_limit: int = 5
     prefetch: int = 500
+    max_event_bytes: int = Field(default=1024**2, ge=1024)  # larger messages are dead-lettered, never parsed
     handled_retention_s: float = 35 * 86400.0  # ids of handled events kept for dedup: longer than the stream
     # Refuse events whose broker-checked user id is not a producer of their type at their site. None: on when the
     # services connect with users of their own (a shared account cannot tell its publishers apart).

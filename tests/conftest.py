@@ -20,6 +20,8 @@ from shared.metrics import BusMetrics
 from shared.settings import Settings
 from tests.infra import LOCAL_AMQP, backends
 
+pytest_plugins = ["tests.private_servers"]  # private_rabbitmq, private_postgres: servers a test may restart
+
 _NAMES_USED: set[str] = set()
 
 

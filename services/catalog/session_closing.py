@@ -13,7 +13,6 @@ site and the session id, so a second emission for one session is refused by the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,18 +24,16 @@ from services.catalog.options import CatalogOptions
 from services.catalog.session_projection import SESSIONS_LOCK
 from services.catalog.sessions import SessionPolicy, sessions_to_close
 from shared.bus import append_events
-from shared.bus.acking import BROKER_ERRORS
 from shared.bus.stream_consumer import StreamConsumer
-from shared.db.pool import TRANSIENT_DB_ERRORS
-from shared.errors import ObsflowError, TransientError
+from shared.errors import ObsflowError
 from shared.events import Event
 from shared.events.types import SessionClosed
+from shared.periodic import every
 from shared.service import Background, ServiceContext
 
 log = structlog.get_logger()
 
 _CLOSED_EVENT_NAMESPACE = uuid.UUID("3f4c2a6e-6b1d-4e0f-9a57-0c0b6d1f2e11")
-_SWEEP_RETRIED: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, *BROKER_ERRORS, TransientError)
 FILES_OF_SESSION_SQL = (
     "SELECT f.name FROM files f JOIN observations o USING (observation_id)"
     " WHERE o.session_id = $1 ORDER BY o.start_jd, f.name"
@@ -121,22 +118,17 @@ def session_sweeper(ctx: ServiceContext, projection: StreamConsumer, options: Ca
     """The background task that closes idle sessions every `sweep_interval_s`, once the projection is current."""
     interval = options.sweep_interval_s
 
+    async def sweep() -> None:
+        try:
+            await projection.drain(timeout_s=max(interval, 5.0))
+        except TimeoutError:
+            log.info("session_sweep_skipped", reason="the projection is still reading the log")
+            return
+        closed = await close_quiet_sessions(ctx, options.policy)
+        if closed:
+            log.info("session_sweep", closed=[e.payload.session_id for e in closed])  # type: ignore[attr-defined]
+
     async def sweep_idle_sessions(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-            if stop.is_set():
-                return
-            try:
-                await projection.drain(timeout_s=max(interval, 5.0))
-                closed = await close_quiet_sessions(ctx, options.policy)
-            except TimeoutError:
-                log.info("session_sweep_skipped", reason="the projection is still reading the log")
-                continue
-            except _SWEEP_RETRIED as e:
-                log.warning("session_sweep_failed", error=repr(e))
-                continue
-            if closed:
-                log.info("session_sweep", closed=[e.payload.session_id for e in closed])  # type: ignore[attr-defined]
+        await every(interval, sweep, stop, name="session_sweep")
 
     return sweep_idle_sessions

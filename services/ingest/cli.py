@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 from yarl import URL
 
 from services.ingest.options import ingest_options
 from shared import credentials
-from shared.bus import publish_event
+from shared.bus.publisher import ConfirmedPublisher
 from shared.client import ObsflowClient, job_provenance
 from shared.errors import ConfigurationError
 from shared.events import new_event
@@ -136,19 +135,18 @@ async def _simulate(args: argparse.Namespace) -> int:
     directory = _correlator_directory(settings, args.dir)
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     amqp_url = credentials.amqp_url(settings, "instrument")
-    connection = await aio_pika.connect_robust(amqp_url)
     interval = 1.0 / args.rate
     start_jd = 2440587.5 + time.time() / HERA_SECONDS_PER_DAY  # the JD of now
-    async with connection, connection.channel() as channel:
-        exchange = await channel.get_exchange(settings.bus.prefix + ".events", ensure=False)
+    # As an instrument should (docs/instruments.md): a local buffer of unconfirmed announcements, publisher
+    # confirms, reconnection, the same event ids sent again. A broker restart delays announcements, loses none.
+    async with ConfirmedPublisher(amqp_url, settings.bus.prefix + ".events", user_id=URL(amqp_url).user) as publisher:
         index, next_at = 0, time.monotonic()
         while args.count is None or index < args.count:
             jd = start_jd + index * 16.1 / HERA_SECONDS_PER_DAY
             path = directory / f"{correlator_name(jd)}.{args.file_type}"
             await asyncio.to_thread(write_observation, path, args.size, index)
             payload = ObservationAnnounced(path=str(path), file_type=args.file_type, expected_size=args.size)
-            await publish_event(exchange, new_event(payload, site=settings.site, producer="correlator"),
-                                user_id=URL(amqp_url).user)
+            await publisher.publish(new_event(payload, site=settings.site, producer="correlator"))
             print(path, file=sys.stderr)
             index += 1
             next_at += interval

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -22,6 +21,9 @@ from services.ingest.staging import UnsafeStore
 from services.ingest.storage import StoreSet
 from shared.batching import Batcher
 from shared.errors import TransientError
+from shared.failures import suppress_transient, translate_storage_errors
+from shared.locks import lock_key
+from shared.periodic import every
 
 log = structlog.get_logger()
 
@@ -31,8 +33,7 @@ class StagingBusy(TransientError):
 
 
 def _lock_key(schema: str, upload_id: str) -> int:
-    digest = hashlib.blake2b(f"ingest-staging:{schema}:{upload_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    return lock_key("ingest-staging", schema, upload_id)
 
 
 class StagingLocks:
@@ -103,7 +104,7 @@ class StagingLocks:
             self._held.difference_update(wanted.values())
             if mine:
                 # A broken connection has released the locks already: nothing is left to undo then.
-                with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
+                with suppress_transient():
                     await self._requests.submit_many([(False, key) for key in mine.values()])
 
 
@@ -172,14 +173,10 @@ async def keep_staging_clean(
     interval_s: float, expiry_s: float,
 ) -> None:
     """Every `interval_s`: expire abandoned uploads and remove staged leftovers older than `expiry_s`."""
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), interval_s)
-            return
-        except TimeoutError:
-            pass
-        try:
+
+    async def clean() -> None:
+        with translate_storage_errors("cleaning the staging areas"):
             await expire_uploads(pool, locks, stores)
             await sweep_staging(pool, schema, stores, older_than_s=expiry_s)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            log.warning("staging_cleanup_failed", error=repr(e))
+
+    await every(interval_s, clean, stop, name="staging_cleanup")

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import structlog
 
 from services.ingest.hygiene import StagingBusy
@@ -46,6 +45,7 @@ from services.ingest.repository import PendingUpload, find_files, release_copies
 from services.ingest.sources import probe_source, refusal_for, tree_bytes
 from services.ingest.stores import NoRoom
 from shared.bus import Once
+from shared.failures import describe, is_transient
 from shared.safe_paths import PATH_MAX, Beneath
 
 log = structlog.get_logger()
@@ -198,9 +198,10 @@ def _copy_reservation(ingester: Ingester, job: PathJob, size: int) -> PendingUpl
 async def _release_reservations(ingester: Ingester, upload_ids: list[str]) -> None:
     try:
         await release_copies(ingester.pool, upload_ids)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as e:
-        # The outcomes stand; the rows are released by the recovery, which finds their locks free.
-        log.warning("copy_reservations_not_released", count=len(upload_ids), error=repr(e))
+    except Exception as e:  # the outcomes stand; the recovery releases the rows, finding their locks free
+        if not is_transient(e):
+            raise
+        log.warning("copy_reservations_not_released", count=len(upload_ids), error=describe(e))
 
 
 async def _unchanged(job: PathJob) -> Outcome:

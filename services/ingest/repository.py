@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from services.ingest.minting import Claim, ExistingFile
+from shared.bus.dead_letters import record_dead_letter
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
@@ -388,8 +389,5 @@ async def dead_letter_waiting(
     conn: asyncpg.Connection, consumer: str, waiting: WaitingAnnouncement, reason: str
 ) -> None:
     """Set a waiting announcement aside for good (an error no retry can cure), with its reason."""
-    await conn.execute(
-        "INSERT INTO dead_letters (consumer, event_id, reason, body) VALUES ($1, $2, $3, $4)",
-        consumer, waiting.event_id, reason, waiting.event,
-    )
+    await record_dead_letter(conn, consumer, waiting.event_id, None, reason, waiting.event)
     await conn.execute("DELETE FROM waiting_announcements WHERE event_id = $1", waiting.event_id)

@@ -54,19 +54,18 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         await waiting.resume_forever(locks, stop, options.usage_refresh_s)
 
     async def expire_abandoned_uploads(stop: asyncio.Event) -> None:
-        try:
-            await keep_staging_clean(ctx.pool, locks, ctx.schema, stores, stop, interval_s=options.expiry_interval_s,
-                                     expiry_s=options.upload_expiry_s)
-        finally:
-            await locks.close()  # after the consumers have stopped: releases whatever a cancelled copy held
+        await keep_staging_clean(ctx.pool, locks, ctx.schema, stores, stop, interval_s=options.expiry_interval_s,
+                                 expiry_s=options.upload_expiry_s)
 
-    return ServiceParts(
+    parts = ServiceParts(
         work_consumers=[
             ctx.work_consumer(ANNOUNCED_QUEUE, announced_handler(ingester, options, waiting), prefetch=options.prefetch)
         ],
         routes=[*upload_routes(ingester), *openapi_routes(openapi_document())],
         background=[refresh_store_usage, resume_waiting_announcements, expire_abandoned_uploads],
     )
+    parts.at_stop(locks.close)  # after the consumers have stopped: releases whatever a cancelled copy held
+    return parts
 
 
 SPEC = ServiceSpec(

@@ -37,6 +37,8 @@ from services.ingest.stores import (
 )
 from shared.batching import Batcher
 from shared.errors import ConfigurationError, TransientError
+from shared.failures import translate_storage_errors
+from shared.periodic import every
 from shared.settings import StoreSettings
 
 log = structlog.get_logger()
@@ -271,15 +273,13 @@ class StoreSet:
         self.refreshed.set()
 
     async def refresh_forever(self, pool: asyncpg.Pool, stop: asyncio.Event, interval_s: float) -> None:
-        """Refresh usage every `interval_s` until `stop` is set."""
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), interval_s)
-            except TimeoutError:
-                try:
-                    await self.refresh_usage(pool)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-                    log.warning("store_usage_refresh_failed", error=repr(e))
+        """Refresh usage every `interval_s` until `stop` is set (a store's file system failing: next round)."""
+
+        async def refresh() -> None:
+            with translate_storage_errors("measuring the stores"):
+                await self.refresh_usage(pool)
+
+        await every(interval_s, refresh, stop, name="store_usage_refresh")
 
 
 def _disk_free_of(stores: Sequence[StoreConfig]) -> dict[str, int]:

@@ -37,11 +37,10 @@ from services.ingest.repository import (
 from services.ingest.staging import StagingArea
 from services.ingest.stores import NoRoom
 from shared.bus import AlreadyHandled, Once
-from shared.bus.acking import Disposition, classify, describe
-from shared.db.pool import TRANSIENT_DB_ERRORS
-from shared.errors import MalformedEvent, TransientError
+from shared.errors import MalformedEvent
 from shared.events import Event, decode_event, encode_event
-from shared.waiting import wait_any
+from shared.failures import Failure, classify, describe, translate_storage_errors
+from shared.periodic import every
 
 log = structlog.get_logger()
 
@@ -160,7 +159,7 @@ class WaitingRoom:
             elif isinstance(outcome, StagingBusy):
                 continue  # another worker is resuming it right now
             elif isinstance(outcome, BaseException):
-                if classify(outcome) is Disposition.DEAD_LETTER:
+                if classify(outcome) is Failure.PERMANENT:
                     await self._dead_letter(row, outcome)
                     ended += 1
                 else:
@@ -194,17 +193,15 @@ class WaitingRoom:
 
     async def resume_forever(self, locks: StagingLocks, stop: asyncio.Event, interval_s: float) -> None:
         """Resume what waits now, then after every usage refresh (`interval_s` at the latest), until `stop`."""
-        wake = self._ingester.stores.refreshed
-        while not stop.is_set():
-            wake.clear()
-            try:
+
+        async def resume_round() -> None:
+            # The database or a disk away: they wait, durably, for the next round (`every`'s policy).
+            with translate_storage_errors("resuming waiting announcements"):
                 await self.release_abandoned_copies(locks)
                 await self.resume()
-            except (*TRANSIENT_DB_ERRORS, TransientError, asyncpg.PostgresError, OSError) as e:
-                # The database or a disk is away: they wait, durably, for the next round.
-                log.warning("waiting_announcements_not_resumed", error=describe(e))
-            if await wait_any(stop, wake, interval_s):
-                return
+
+        await every(interval_s, resume_round, stop, name="resume_waiting_announcements", first_now=True,
+                    wakeup=self._ingester.stores.refreshed)
 
 
 def _log_ended(row: WaitingAnnouncement, outcome: Outcome) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Iterator
 
 import asyncpg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from shared.periodic import every
 
 REFRESH_S = 5.0
 
@@ -27,11 +28,12 @@ class EventTallyCollector(Collector):
         )
 
     async def refresh_forever(self, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
-        """Refresh every few seconds until `stop` is set."""
-        while not stop.is_set():
+        """Refresh every few seconds until `stop` is set; while the database is down, the last figures are served."""
+
+        async def refresh() -> None:
             await self.refresh(pool)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), REFRESH_S)
+
+        await every(REFRESH_S, refresh, stop, name="event_tally_refresh", first_now=True)
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         total = CounterMetricFamily(

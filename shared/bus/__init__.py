@@ -2,11 +2,13 @@
 
 from shared.bus.messages import publish_event
 from shared.bus.outbox import OutboxRelay, append_events
+from shared.bus.publisher import ConfirmedPublisher
 from shared.bus.stream_consumer import Batched, StreamConsumer
 from shared.bus.topology import Topology, WorkQueue
 from shared.bus.work_consumer import AlreadyHandled, BatchedWork, Once, WorkQueueConsumer
 
 __all__ = [
-    "AlreadyHandled", "Batched", "BatchedWork", "Once", "OutboxRelay", "StreamConsumer", "Topology", "WorkQueue",
+    "AlreadyHandled", "Batched", "BatchedWork", "ConfirmedPublisher", "Once", "OutboxRelay", "StreamConsumer",
+    "Topology", "WorkQueue",
     "WorkQueueConsumer", "append_events", "publish_event",
 ]

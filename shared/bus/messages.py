@@ -6,11 +6,16 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aiormq.abc import DeliveredMessage
 
+from shared.errors import BrokerUnavailable
 from shared.events import Event, encode_event
 
 MARKER_HEADER = "x-obsflow-marker"
 REASON_HEADER = "x-obsflow-reason"
+CONSUMER_HEADER = "x-obsflow-consumer"
+BODY_BYTES_HEADER = "x-obsflow-body-bytes"  # on a dead letter whose body was too large to keep whole
+BODY_SHA256_HEADER = "x-obsflow-body-sha256"
 
 
 def event_message(
@@ -32,10 +37,25 @@ def event_message(
     )
 
 
+class Unroutable(BrokerUnavailable):
+    """The broker routed a message nowhere: its bindings are not in place (yet: for a moment after a restart)."""
+
+
+async def publish_confirmed(exchange: AbstractExchange, message: aio_pika.Message, routing_key: str) -> None:
+    """Publish `message` and wait for the broker's confirm; Unroutable if it could route it to no queue.
+
+    Mandatory, because for a moment after a restart the broker accepts and confirms messages it has no route for
+    yet, and drops them: a confirm alone does not mean a message reached the log.
+    """
+    result = await exchange.publish(message, routing_key=routing_key, mandatory=True)
+    if isinstance(result, DeliveredMessage):
+        raise Unroutable(f"the broker could not route {routing_key!r} from {exchange.name!r} to any queue")
+
+
 async def publish_event(exchange: AbstractExchange, event: Event, *, user_id: str | None = None) -> None:
     """Publish one event directly, with a confirm: for producers without an outbox (instruments, the CLI)."""
     message = event_message(str(event.event_id), event.type, encode_event(event), user_id=user_id)
-    await exchange.publish(message, routing_key=event.routing_key, mandatory=False)
+    await publish_confirmed(exchange, message, event.routing_key)
 
 
 def marker_of(message: AbstractIncomingMessage) -> str | None:

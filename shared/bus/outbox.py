@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import time
 from collections.abc import Sequence
 
@@ -12,13 +10,13 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
-from shared.bus.acking import BROKER_ERRORS
 from shared.bus.backoff import Backoff
-from shared.bus.messages import event_message
+from shared.bus.messages import event_message, publish_confirmed
 from shared.bus.topology import Topology
-from shared.db.pool import TRANSIENT_DB_ERRORS
-from shared.errors import BrokerUnavailable, DatabaseUnavailable, TransientError
+from shared.errors import BrokerUnavailable, DatabaseUnavailable
 from shared.events import Event, encode_event
+from shared.failures import describe, is_transient, suppress_transient
+from shared.locks import Leader, lock_key
 from shared.metrics import BusMetrics
 from shared.waiting import wait_any
 
@@ -27,7 +25,6 @@ log = structlog.get_logger()
 NOTIFY_CHANNEL = "obsflow_outbox"
 PUBLISHED_RETENTION_S = 7 * 86400.0
 PRUNE_EVERY_S = 600.0
-_RETRYABLE: tuple[type[BaseException], ...] = (TimeoutError, *TRANSIENT_DB_ERRORS, *BROKER_ERRORS, TransientError)
 
 
 async def append_events(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
@@ -74,6 +71,7 @@ class OutboxRelay:
         self._exchange: AbstractExchange | None = None
         self.published = 0
         self._pruned_at = time.monotonic()
+        self._leader = Leader(pool, lock_key("outbox", schema), f"outbox relay of {schema}")
 
     async def _ensure_exchange(self) -> AbstractExchange:
         if not self._connection.connected.is_set():
@@ -101,13 +99,13 @@ class OutboxRelay:
         if not rows:
             return 0
         exchange = await self._ensure_exchange()
-        # Many confirms in flight at once: frames leave in call order, so the broker keeps commit order.
+        # Many confirms in flight at once: frames leave in call order, so the broker keeps commit order. Any one
+        # unconfirmed or unroutable fails the batch: it is published again (consumers deduplicate by event id).
         await asyncio.gather(
             *(
-                exchange.publish(
-                    event_message(str(r["event_id"]), r["event_type"], r["body"], user_id=self._user_id),
-                    routing_key=r["routing_key"],
-                    mandatory=False,
+                publish_confirmed(
+                    exchange, event_message(str(r["event_id"]), r["event_type"], r["body"], user_id=self._user_id),
+                    r["routing_key"],
                 )
                 for r in rows
             )
@@ -126,18 +124,21 @@ class OutboxRelay:
         while not stop.is_set():
             try:
                 await self._lead(stop, backoff)
-            except _RETRYABLE as e:
-                log.warning("outbox_relay_retry", error=repr(e), delay_s=backoff.peek())
+            except Exception as e:  # the policy point: outages are waited out, anything else ends the part
+                if not is_transient(e):
+                    raise
+                log.warning("outbox_relay_retry", error=describe(e), delay_s=backoff.peek())
                 await backoff.wait(stop)
 
     async def _lead(self, stop: asyncio.Event, backoff: Backoff) -> None:
-        async with self._pool.acquire() as listener:
-            if not await self._wait_for_leadership(listener, stop):
+        async with self._leader.leading(stop, retry_s=self._poll_interval_s, wakeup=self._wakeup) as leading:
+            if not leading:
                 return
+            listener = self._leader.connection
             await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
             try:
                 while not stop.is_set():
-                    if listener.is_closed():  # the session held the leadership lock: it is gone with it
+                    if self._leader.lost():  # the session held the leadership lock: it is gone with it
                         raise DatabaseUnavailable("the relay lost its database session and its leadership")
                     self._wakeup.clear()
                     await self.publish_pending()
@@ -148,17 +149,8 @@ class OutboxRelay:
                     backoff.reset()
                     await wait_any(stop, self._wakeup, self._poll_interval_s)
             finally:
-                with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                with suppress_transient():
                     await listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-                    await listener.execute("SELECT pg_advisory_unlock($1)", self._lock_key())
-
-    async def _wait_for_leadership(self, listener: asyncpg.Connection, stop: asyncio.Event) -> bool:
-        """Take the schema's relay lock, waiting as standby while another process holds it; False if stopped."""
-        while not await listener.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key()):
-            log.info("outbox_relay_standby", schema=self._schema)
-            if await wait_any(stop, self._wakeup, self._poll_interval_s):
-                return False
-        return True
 
     async def _prune_published(self) -> None:
         """Forget published rows after the retention period (the log stream keeps the events)."""
@@ -174,9 +166,6 @@ class OutboxRelay:
         if payload == self._schema:
             self._wakeup.set()
 
-    def _lock_key(self) -> int:
-        digest = hashlib.blake2b(f"outbox:{self._schema}".encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big", signed=True)
 
     async def close(self) -> None:
         """Close the relay's channel."""

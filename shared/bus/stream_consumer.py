@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -15,14 +14,17 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
-from shared.bus.acking import BROKER_ERRORS, describe, is_transient
+from shared.bus.acking import Disposition, after_failure
 from shared.bus.backoff import Backoff
+from shared.bus.dead_letters import record_dead_letter
 from shared.bus.messages import MARKER_HEADER, marker_of, stream_offset
 from shared.bus.publishers import publisher_refusal
 from shared.bus.topology import Topology
-from shared.db.pool import TRANSIENT_DB_ERRORS
-from shared.errors import MalformedEvent, ObsflowError, TransientError
+from shared.errors import BrokerUnavailable, ObsflowError
 from shared.events import Event, decode_event
+from shared.events.envelope import MAX_EVENT_BYTES
+from shared.failures import describe, is_transient, suppress_transient
+from shared.locks import Leader, LeadershipTaken, lock_key
 from shared.metrics import BusMetrics
 
 log = structlog.get_logger()
@@ -38,15 +40,13 @@ class Batched:
 
 
 StreamHandler = EventHandler | Batched
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (*BROKER_ERRORS, OSError)
-_RECONNECT_ERRORS: tuple[type[BaseException], ...] = (*_CONNECTION_ERRORS, *TRANSIENT_DB_ERRORS, TransientError)
 
 
 class LeadershipLost(ObsflowError):
-    """The session holding this consumer's lock is gone: stop (the service restarts and takes the lock again)."""
+    """The session holding this consumer's lock is gone: stop applying at once, then take the lock again."""
 
 
-class ConsumerBusy(TransientError):
+class ConsumerBusy(ObsflowError):
     """Another process is already running this consumer."""
 
 
@@ -78,6 +78,8 @@ class StreamConsumer:
         *,
         batch_size: int = 500,
         linger_s: float = 0.02,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+        shutdown_grace_s: float = 20.0,
         verify_publishers: bool = False,
     ) -> None:
         self.name = name
@@ -88,20 +90,48 @@ class StreamConsumer:
         self._metrics = metrics
         self._batch_size = batch_size
         self._linger_s = linger_s
+        self._max_event_bytes = max_event_bytes
+        self._grace_s = shutdown_grace_s
         self._verify_publishers = verify_publishers
         self._markers: dict[str, asyncio.Future[None]] = {}
         self._connection: AbstractConnection | None = None
         self._ready = asyncio.Event()
         self._stopping = False
-        self._lock_conn: asyncpg.Connection | None = None
+        self._leader = Leader(pool, lock_key("stream", topology.log_stream, name), f"stream consumer {name}")
         self.applied = 0
 
     # ----- lifecycle
 
+    @property
+    def attached(self) -> bool:
+        """True while the consumer is attached to the stream and applying events."""
+        return self._ready.is_set()
+
+    @property
+    def standby(self) -> bool:
+        """True while another process holds this consumer's lock and this one waits to take over."""
+        return self._leader.standby
+
     async def run(self, stop: asyncio.Event, *, wait_for_lock: bool = True) -> None:
-        """Consume until `stop` is set; reconnect with backoff after broker or database outages."""
-        async with self._locked(stop, wait=wait_for_lock):
-            await self._consume(stop)
+        """Consume until `stop` is set; reconnect with backoff after broker or database outages.
+
+        A database restart ends the session holding the consumer's lock: the consumer stops applying at once,
+        then takes the lock again (or stands by while another process holds it) and resumes from its checkpoint.
+        """
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                async with self._locked(stop, wait=wait_for_lock) as leading:
+                    if leading:
+                        await self._consume(stop)
+            except LeadershipLost as e:
+                log.warning("stream_consumer_lock_lost", consumer=self.name, error=describe(e))
+                await backoff.wait(stop)
+            except Exception as e:  # the policy point: outages are waited out, anything else ends the part
+                if not is_transient(e):
+                    raise
+                log.warning("stream_consumer_reconnect", consumer=self.name, error=describe(e))
+                await backoff.wait(stop)
 
     async def rebuild(self, reset_sql: Sequence[str], timeout_s: float = 3600.0) -> int:
         """Empty the projection (`reset_sql`), forget the checkpoint, replay the whole log; return events applied."""
@@ -128,22 +158,20 @@ class StreamConsumer:
             try:
                 await self._session(stop)
                 backoff.reset()
-            except _RECONNECT_ERRORS as e:
+            except Exception as e:  # a broker outage is waited out here; losing the lock ends this leadership
+                if not is_transient(e):
+                    raise
                 log.warning("stream_consumer_reconnect", consumer=self.name, error=describe(e))
                 await backoff.wait(stop)
 
     @contextlib.asynccontextmanager
-    async def _locked(self, stop: asyncio.Event, *, wait: bool) -> AsyncIterator[None]:
+    async def _locked(self, stop: asyncio.Event, *, wait: bool) -> AsyncIterator[bool]:
         """Hold this consumer's advisory lock: one process applies a consumer's events at a time."""
-        async with self._pool.acquire() as lock_conn:
-            await self._take_lock(lock_conn, stop, wait)
-            self._lock_conn = lock_conn
-            try:
-                yield
-            finally:
-                self._lock_conn = None
-                with contextlib.suppress(*TRANSIENT_DB_ERRORS):
-                    await lock_conn.execute("SELECT pg_advisory_unlock($1)", self._lock_key())
+        try:
+            async with self._leader.leading(stop, wait=wait, retry_s=1.0) as leading:
+                yield leading
+        except LeadershipTaken as e:
+            raise ConsumerBusy(f"consumer {self.name!r} is running elsewhere; stop that service first") from e
 
     async def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Wait until the consumer is attached to the stream."""
@@ -157,7 +185,7 @@ class StreamConsumer:
         self._markers[marker] = done
         try:
             if self._connection is None:
-                raise ConsumerBusy(f"consumer {self.name!r} lost its broker connection while draining")
+                raise BrokerUnavailable(f"consumer {self.name!r} lost its broker connection while draining")
             channel = await self._connection.channel()
             try:
                 control = await channel.get_exchange(self._topology.control_exchange, ensure=False)
@@ -170,28 +198,12 @@ class StreamConsumer:
         finally:
             self._markers.pop(marker, None)
 
-    async def _take_lock(self, conn: asyncpg.Connection, stop: asyncio.Event, wait: bool) -> None:
-        backoff = Backoff(base_s=0.5, cap_s=5.0)
-        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key()):
-            if not wait:
-                raise ConsumerBusy(f"consumer {self.name!r} is running elsewhere; stop that service first")
-            log.info("stream_consumer_standby", consumer=self.name)
-            await backoff.wait(stop)
-            if stop.is_set():
-                return
-
     def _lock_lost(self) -> bool:
         """True once the session holding this consumer's lock has ended."""
-        if self._lock_conn is None:
-            return False
-        try:
-            return self._lock_conn.is_closed()
-        except asyncpg.InterfaceError:  # the pool took the dead connection back already
-            return True
+        return self._leader.lost()
 
     def _lock_key(self) -> int:
-        digest = hashlib.blake2b(f"stream:{self._topology.log_stream}:{self.name}".encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big", signed=True)
+        return self._leader.key
 
     async def _resume_offset(self) -> int | str:
         stored = await self._pool.fetchval('SELECT "offset" FROM stream_checkpoints WHERE consumer = $1', self.name)
@@ -219,16 +231,19 @@ class StreamConsumer:
             if worker.done():
                 worker.result()  # re-raise what ended the worker
             else:
-                # Finish the batch in hand; one stuck on a dead database is abandoned (it was never acked).
-                _done, pending = await asyncio.wait([worker], timeout=30)
+                # Finish the batch in hand within the grace; one stuck on a dead database is abandoned: it was
+                # neither acked nor checkpointed, so it is read again from the stream.
+                _done, pending = await asyncio.wait([worker], timeout=self._grace_s)
                 for task in pending:
                     task.cancel()
+                if worker.done() and not worker.cancelled() and (error := worker.exception()) is not None:
+                    log.warning("stream_batch_abandoned", consumer=self.name, error=describe(error))
             if lost.is_set() and not stop.is_set():
                 raise aio_pika.exceptions.AMQPConnectionError("broker connection lost")
         finally:
             self._ready.clear()
             self._connection = None
-            with contextlib.suppress(*_CONNECTION_ERRORS):
+            with suppress_transient():
                 await connection.close()
 
     # ----- applying batches
@@ -246,7 +261,7 @@ class StreamConsumer:
             batch = await self._fill_batch(first, inbox)
             entries = [self._decode(m) for m in batch]
             await self._apply_with_retry(entries)
-            with contextlib.suppress(*_CONNECTION_ERRORS):
+            with suppress_transient():  # the checkpoint is committed: an ack lost with the channel changes nothing
                 await batch[-1].ack(multiple=True)
             for e in entries:
                 waiter = self._markers.get(e.marker) if e.marker else None
@@ -279,8 +294,8 @@ class StreamConsumer:
         if marker is not None:
             return _Entry(offset, marker, None, None, b"", None)
         try:
-            event = decode_event(message.body)
-        except MalformedEvent as e:
+            event = decode_event(message.body, max_bytes=self._max_event_bytes)
+        except Exception as e:  # whatever decoding raises, the message is set aside: a consumer never dies of input
             return _Entry(offset, None, None, describe(e), message.body, message.routing_key)
         refusal = publisher_refusal(event, message.user_id) if self._verify_publishers else None
         if refusal is not None:
@@ -288,17 +303,23 @@ class StreamConsumer:
         return _Entry(offset, None, event, None, message.body, message.routing_key)
 
     async def _apply_with_retry(self, entries: list[_Entry]) -> None:
+        """Apply a batch: outages are waited out; a batch failing otherwise is re-run event by event in savepoints."""
         backoff = Backoff()
-        isolate = False
+        isolate, attempts = False, 0
         while True:
             try:
                 with self._metrics.batch_seconds.labels(self.name).time():
                     await self._apply(entries, isolate=isolate)
                 return
             except Exception as e:  # the policy point: classify, then retry or isolate the bad event
-                if is_transient(e):
+                attempts += 1
+                if self._lock_lost():
+                    raise LeadershipLost(f"consumer {self.name!r} lost its lock while applying a batch") from e
+                if after_failure(e, attempts) is Disposition.RETRY:
+                    if self._stopping:
+                        raise  # stopping or detached: the batch is read again (it was not acked or checkpointed)
                     self._metrics.retried.labels(self.name, e.__class__.__name__).inc()
-                    log.warning("stream_batch_retry", consumer=self.name, error=describe(e))
+                    log.warning("stream_batch_retry", consumer=self.name, error=describe(e), attempts=attempts)
                     await backoff.wait()
                     continue
                 if isolate:
@@ -363,7 +384,7 @@ class StreamConsumer:
         try:
             async with conn.transaction():
                 await self._apply_run(conn, event.type, [event])
-        except Exception as e:  # isolate mode: whatever this one event raised, it alone is set aside
+        except Exception as e:  # isolate mode: whatever this one event raised (but an outage), it alone is set aside
             if is_transient(e):
                 raise
             await self._dead_letter(conn, entry, describe(e))
@@ -371,13 +392,8 @@ class StreamConsumer:
     async def _dead_letter(self, conn: asyncpg.Connection, entry: _Entry, reason: str) -> None:
         log.error("event_dead_lettered", consumer=self.name, offset=entry.offset, reason=reason)
         self._metrics.dead_lettered.labels(self.name, reason.split(":", 1)[0]).inc()
-        await conn.execute(
-            "INSERT INTO dead_letters (consumer, event_id, routing_key, reason, body) VALUES ($1, $2, $3, $4, $5)",
-            self.name,
-            entry.event.event_id if entry.event else None,
-            entry.routing_key,
-            reason,
-            entry.body,
+        await record_dead_letter(
+            conn, self.name, entry.event.event_id if entry.event else None, entry.routing_key, reason, entry.body
         )
 
 

@@ -79,7 +79,7 @@ async def _tail(args: argparse.Namespace) -> int:
         if start is not None and not topic_matches(args.pattern, message.routing_key or ""):
             return
         try:
-            event = decode_event(message.body)
+            event = decode_event(message.body, max_bytes=settings.bus.max_event_bytes)
         except MalformedEvent as e:
             print(f"(malformed message on {message.routing_key}: {e})", flush=True)
             return

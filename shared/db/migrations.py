@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
@@ -10,6 +9,7 @@ import asyncpg
 import structlog
 
 from shared.errors import ConfigurationError
+from shared.locks import lock_key
 
 log = structlog.get_logger()
 
@@ -47,7 +47,7 @@ async def apply_migrations(pool: asyncpg.Pool, schema: str, packages: list[str])
     applied: list[str] = []
     async with pool.acquire() as conn, conn.transaction():
         # One migrator per schema at a time: two replicas starting together must not race.
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(schema))
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("migrate", schema))
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " source text NOT NULL, version int NOT NULL, name text NOT NULL,"
@@ -67,7 +67,3 @@ async def apply_migrations(pool: asyncpg.Pool, schema: str, packages: list[str])
     if applied:
         log.info("migrations_applied", schema=schema, migrations=applied)
     return applied
-
-
-def _lock_key(schema: str) -> int:
-    return int.from_bytes(hashlib.blake2b(f"migrate:{schema}".encode(), digest_size=8).digest(), "big", signed=True)

@@ -4,32 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import re
-import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import asyncpg
 import structlog
 
-from shared.errors import ConfigurationError, DatabaseUnavailable
+from shared.errors import ConfigurationError
+from shared.failures import translate_db_errors
 from shared.settings import Settings
 
 log = structlog.get_logger()
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.OperatorInterventionError,  # admin or crash shutdown: the server is restarting
-    asyncpg.InterfaceError,
-    ConnectionError,
-    TimeoutError,
-    socket.gaierror,
-)  # not OSError at large: a handler's FileNotFoundError must be set aside, not retried forever
 
 
 def quote_schema(schema: str) -> str:
@@ -37,15 +23,6 @@ def quote_schema(schema: str) -> str:
     if not _SCHEMA_NAME.match(schema):
         raise ConfigurationError(f"schema name {schema!r} must be lowercase letters, digits and '_'")
     return f'"{schema}"'
-
-
-@contextlib.contextmanager
-def translate_db_errors() -> Iterator[None]:
-    """Turn driver-level connection failures into DatabaseUnavailable (transient, retried)."""
-    try:
-        yield
-    except TRANSIENT_DB_ERRORS as e:
-        raise DatabaseUnavailable(f"PostgreSQL unavailable: {e.__class__.__name__}: {e}") from e
 
 
 # The connections a service holds for its whole life (outbox listener, stream consumer and dispatcher locks) plus a

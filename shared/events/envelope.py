@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, SerializeAsAny, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, SerializeAsAny, StrictInt, ValidationError
 
-from shared.errors import MalformedEvent
+from shared.bounded_json import JsonRefused, nesting_depth, parse_bounded
+from shared.errors import MalformedEvent, UnknownEventType
+from shared.events.bounds import Name, Word
 from shared.events.registry import Payload, payload_type, routing_word, upcast
+
+MAX_EVENT_BYTES = 1024**2  # the default of `bus.max_event_bytes`: an event is metadata, never data
+MAX_EVENT_DEPTH = 16  # envelope, payload, provenance: a few levels; a hundred thousand `[` are refused
 
 
 class Event(BaseModel):
@@ -19,10 +23,10 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     event_id: uuid.UUID
-    type: str
-    version: int
-    site: str
-    producer: str
+    type: Word
+    version: StrictInt
+    site: Word
+    producer: Name
     occurred_at: AwareDatetime
     correlation_id: uuid.UUID | None = None
     causation_id: uuid.UUID | None = None
@@ -65,24 +69,57 @@ def encode_event(event: Event) -> bytes:
     return event.model_dump_json().encode()
 
 
-def decode_event(body: bytes | str | dict[str, Any]) -> Event:
-    """Parse an event of any known version into the current one; raise MalformedEvent saying why not."""
+def decode_event(body: bytes | str | dict[str, Any], *, max_bytes: int = MAX_EVENT_BYTES) -> Event:
+    """Parse an event of any known version into the current one; raise MalformedEvent saying why not.
+
+    Whatever the body (any bytes, any JSON, at most `max_bytes`), MalformedEvent is the only error raised.
+    """
     try:
-        raw = body if isinstance(body, dict) else json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MalformedEvent(f"message is not JSON: {e}") from e
+        raw = _parse(body, max_bytes)
+        return _decode_object(raw)
+    except MalformedEvent:
+        raise
+    except Exception as e:  # the decoding boundary: an upcaster or validator met a shape nobody expected
+        raise MalformedEvent(f"event cannot be decoded: {e.__class__.__name__}: {str(e)[:200]}") from e
+
+
+def _parse(body: bytes | str | dict[str, Any], max_bytes: int) -> Any:
+    if isinstance(body, dict):
+        if nesting_depth(body) > MAX_EVENT_DEPTH:
+            raise MalformedEvent(f"event is nested deeper than {MAX_EVENT_DEPTH} levels")
+        return body
+    try:
+        return parse_bounded(body, max_bytes=max_bytes, max_depth=MAX_EVENT_DEPTH, what="the event")
+    except JsonRefused as e:
+        raise MalformedEvent(str(e)) from e
+
+
+def _decode_object(raw: Any) -> Event:
     if not isinstance(raw, dict):
         raise MalformedEvent("message is not a JSON object")
     missing = [k for k in ("type", "version", "payload") if k not in raw]
     if missing:
         raise MalformedEvent(f"event lacks {', '.join(missing)}")
-    if not isinstance(raw["payload"], dict) or not isinstance(raw["version"], int):
+    version, event_type = raw["version"], raw["type"]
+    # A bool is not a version (JSON `true` would otherwise pass as 1).
+    if not isinstance(raw["payload"], dict) or isinstance(version, bool) or not isinstance(version, int):
         raise MalformedEvent("event payload must be an object and version an integer")
-    cls = payload_type(str(raw["type"]))
+    if not isinstance(event_type, str) or len(event_type) > 64:
+        raise MalformedEvent("event type must be a short string such as 'file.minted'")
+    if version < 1:
+        raise UnknownEventType(f"{event_type} version {version} does not exist; versions start at 1")
+    cls = payload_type(event_type)
     try:
-        payload = cls.model_validate(upcast(cls.event_type, raw["version"], raw["payload"]))
+        payload = cls.model_validate(upcast(cls.event_type, version, raw["payload"]))
+    except ValidationError as e:
+        raise _invalid(event_type, e, ("payload",)) from e
+    try:
         return Event.model_validate({**raw, "version": cls.version, "payload": payload})
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise MalformedEvent(f"{raw['type']} event invalid at {where or 'top level'}: {first['msg']}") from e
+        raise _invalid(event_type, e, ()) from e
+
+
+def _invalid(event_type: str, error: ValidationError, prefix: tuple[str, ...]) -> MalformedEvent:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in (*prefix, *first["loc"]))
+    return MalformedEvent(f"{event_type} event invalid at {where or 'top level'}: {first['msg']}")

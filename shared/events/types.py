@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, StrictBool, StrictInt
 
+from shared.events.bounds import Checksum, Name, PathText, Word
 from shared.events.registry import Payload, event_payload, upcaster
 
 
@@ -16,11 +17,11 @@ class ObservationAnnounced(Payload):
 
     event_type = "observation.announced"
     producers = ("instrument",)
-    path: str
-    file_type: str
-    name: str | None = None
-    expected_size: int | None = Field(default=None, ge=0)
-    expected_checksum: str | None = None
+    path: PathText
+    file_type: Word
+    name: Name | None = None
+    expected_size: StrictInt | None = Field(default=None, ge=0)
+    expected_checksum: Checksum | None = None
 
     def routing_detail(self) -> str | None:
         return self.file_type
@@ -33,15 +34,15 @@ class FileMinted(Payload):
     event_type = "file.minted"
     producers = ("ingest",)
     version = 2
-    name: str
-    size: int = Field(ge=0)
-    checksum: str
-    file_type: str
-    observation_id: str | None = None
+    name: Name
+    size: StrictInt = Field(ge=0)
+    checksum: Checksum
+    file_type: Word
+    observation_id: Name | None = None
     start_jd: float | None = None
     duration_s: float | None = None
-    origin_site: str
-    uploader: str
+    origin_site: Word
+    uploader: Name
     created_at: datetime
     produced_by: dict[str, Any] | None = None
 
@@ -65,12 +66,12 @@ class InstanceCreated(Payload):
 
     event_type = "instance.created"
     producers = ("ingest", "transfer")
-    file_name: str
-    site: str
-    store: str
-    path: str
-    size: int = Field(ge=0)
-    checksum: str
+    file_name: Name
+    site: Word
+    store: Name
+    path: PathText
+    size: StrictInt = Field(ge=0)
+    checksum: Checksum
     verified_at: datetime
 
 
@@ -80,10 +81,10 @@ class InstanceDeleted(Payload):
 
     event_type = "instance.deleted"
     producers = ("ingest", "transfer")
-    file_name: str
-    site: str
-    store: str
-    path: str
+    file_name: Name
+    site: Word
+    store: Name
+    path: PathText
     reason: str
 
 
@@ -109,10 +110,10 @@ class SessionClosed(Payload):
 
     event_type = "session.closed"
     producers = ("catalog",)
-    session_id: str
+    session_id: Name
     start_jd: float
     end_jd: float
-    file_names: list[str]
+    file_names: list[Name]
 
 
 @event_payload
@@ -125,8 +126,8 @@ class JobStarted(Payload):
     job_id: str
     action: str
     files: list[str]
-    attempt: int
-    backend: str
+    attempt: StrictInt
+    backend: Word
     external_id: str | None = None
 
     def routing_detail(self) -> str | None:
@@ -143,7 +144,7 @@ class JobDone(Payload):
     job_id: str
     action: str
     files: list[str]
-    exit_status: int
+    exit_status: StrictInt
     duration_s: float
     log_path: str | None = None
     outputs: list[str] = []
@@ -162,10 +163,10 @@ class JobFailed(Payload):
     job_id: str
     action: str
     files: list[str]
-    attempt: int
+    attempt: StrictInt
     reason: str
-    will_retry: bool
-    exit_status: int | None = None
+    will_retry: StrictBool
+    exit_status: StrictInt | None = None
     log_path: str | None = None
 
     def routing_detail(self) -> str | None:
@@ -180,6 +181,6 @@ class WorkflowFinished(Payload):
     producers = ("scheduler",)
     run_id: str
     workflow: str
-    succeeded: bool
-    jobs: int
-    failed_jobs: int
+    succeeded: StrictBool
+    jobs: StrictInt
+    failed_jobs: StrictInt

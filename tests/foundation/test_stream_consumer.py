@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Sequence
 
 import aio_pika
@@ -10,11 +11,11 @@ import asyncpg
 import pytest
 
 from shared.bus import Batched, OutboxRelay, StreamConsumer, Topology, append_events, publish_event
-from shared.bus.stream_consumer import LeadershipLost
 from shared.errors import PermanentError
 from shared.events import Event
 from shared.metrics import BusMetrics
 from shared.settings import Settings
+from tests.conftest import wait_for
 from tests.foundation.support import (
     PROJECTION_DDL,
     RESET,
@@ -140,27 +141,81 @@ async def test_malformed_and_failing_events_are_set_aside_and_the_rest_applied(
         await consumer.drain()
     assert len(await snapshot(pool)) == 19
     reasons = [r["reason"] for r in await pool.fetch("SELECT reason FROM dead_letters ORDER BY id")]
-    assert reasons[0].startswith("MalformedEvent: message is not JSON")
+    assert reasons[0].startswith("MalformedEvent: the event is not valid JSON")
     assert reasons[1] == "PermanentError: this file's metadata contradicts the catalogue"
     assert len(reasons) == 2
 
 
-async def test_a_consumer_whose_lock_session_dies_stops_rather_than_run_beside_another(
+async def test_a_consumer_whose_lock_session_dies_stops_applying_and_takes_the_lock_again(
     pool, settings, topology, exchange, bus_metrics
 ):
     await pool.execute(PROJECTION_DDL)
     consumer = _consumer(pool, settings, topology, bus_metrics)
-    stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stop))
-    await consumer.wait_ready()
+    async with Running(consumer) as running:
+        await publish_event(exchange, minted(1))
+        await running.drain()
+        # Another process queues for the lock, then the database ends the session that holds it (as a restart
+        # would): the other process leads now, and this one must stop applying rather than run beside it.
+        other = await asyncpg.connect(settings.database_url)
+        try:
+            taking = asyncio.create_task(other.execute("SELECT pg_advisory_lock($1)", consumer._lock_key()))
+            await wait_for(lambda: _lock_waiters(pool, consumer._lock_key()), timeout_s=10)
+            await pool.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND pid <> pg_backend_pid()"
+                " AND objid = ($1::bigint & 4294967295)::oid AND classid = (($1::bigint >> 32) & 4294967295)::oid",
+                consumer._lock_key(),
+            )
+            await taking
+            await wait_for(lambda: consumer.standby, timeout_s=10)
+            assert not consumer.attached
+            await publish_event(exchange, minted(2))
+            with pytest.raises(TimeoutError):
+                await running.drain(timeout_s=1.0)  # standing by: it applies nothing while the other leads
+            await other.execute("SELECT pg_advisory_unlock($1)", consumer._lock_key())
+        finally:
+            await other.close()
+        await running.drain(timeout_s=30)  # it took the lock again and resumed from its checkpoint
+        assert running.attached and not running.standby
+    rows = await snapshot(pool)
+    assert len(rows) == 2 and {r[3] for r in rows} == {1}
+
+
+async def _lock_waiters(pool: asyncpg.Pool, key: int) -> bool:
+    return bool(await pool.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND objid = ($1::bigint & 4294967295)::oid AND classid = (($1::bigint >> 32) & 4294967295)::oid", key,
+    ))
+
+
+HOSTILE = [
+    b"[" * 100_000,  # RecursionError in json.loads: every stream consumer crash-looped on it (issue 8, item 4)
+    b'{"type": "file.minted", "version": 1, "payload": {"size": ' + b"9" * 5000 + b"}}",  # ValueError in json.loads
+    b'{"type": "file.minted", "version": true, "payload": {}}',
+    b"\xff" * 64,
+    b'{"type": "file.minted", "version": 1, "payload": {"name": "' + b"x" * (16 * 1024**2) + b'"}}',  # 16 MiB
+]
+
+
+async def test_hostile_messages_on_the_log_are_set_aside_once_and_bounded_and_later_events_applied(
+    pool, settings, topology, exchange, bus_metrics
+) -> None:
+    await pool.execute(PROJECTION_DDL)
+    await publish_event(exchange, minted(0))
+    for body in HOSTILE:
+        await exchange.publish(aio_pika.Message(body), routing_key="karoo.file.minted.uvh5")
+    await exchange.publish(aio_pika.Message(HOSTILE[-1]), routing_key="karoo.file.minted.uvh5")  # the same again
     await publish_event(exchange, minted(1))
-    await consumer.drain()
-    # The database ends the session that holds the consumer's advisory lock (as a restart would).
-    await pool.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
-        " AND objid = ($1::bigint & 4294967295)::oid AND classid = (($1::bigint >> 32) & 4294967295)::oid",
-        consumer._lock_key(),
+    async with Running(_consumer(pool, settings, topology, bus_metrics)) as consumer:
+        await consumer.drain()
+        assert consumer.attached  # it never died of its input
+    assert len(await snapshot(pool)) == 2
+    rows = await pool.fetch(
+        "SELECT reason, length(excerpt) AS kept, body_bytes, body_sha256, occurrences FROM dead_letters ORDER BY id"
     )
-    with pytest.raises(LeadershipLost, match="lost the database session holding its lock"):
-        await asyncio.wait_for(task, 30)
-    assert not stop.is_set()  # it stopped by itself, for the runner to restart the service
+    assert [r["reason"].split(":")[0] for r in rows] == ["MalformedEvent"] * len(HOSTILE)
+    assert "nested" in rows[0]["reason"] or "not valid JSON" in rows[0]["reason"]
+    big = rows[-1]
+    assert "at most 1048576" in big["reason"]
+    assert (big["kept"], big["body_bytes"], big["occurrences"]) == (4096, len(HOSTILE[-1]), 2)  # stored once
+    assert bytes(big["body_sha256"]) == hashlib.sha256(HOSTILE[-1]).digest()

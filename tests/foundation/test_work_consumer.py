@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
@@ -11,6 +12,7 @@ import asyncpg
 import pytest
 
 from shared.bus import AlreadyHandled, BatchedWork, Once, Topology, WorkQueue, WorkQueueConsumer, publish_event
+from shared.bus.acking import UNKNOWN_ATTEMPTS
 from shared.bus.messages import REASON_HEADER
 from shared.errors import DatabaseUnavailable, PermanentError
 from shared.events import Event, decode_event
@@ -58,8 +60,9 @@ async def _run(consumer: WorkQueueConsumer) -> None:
         await consumer.stop()
 
 
-def _consumer(pool, amqp, topology, metrics, handler) -> WorkQueueConsumer:
-    return WorkQueueConsumer("worker", QUEUE, pool, amqp, topology, handler, metrics, prefetch=4, retry_base_s=0.01)
+def _consumer(pool, amqp, topology, metrics, handler, **options) -> WorkQueueConsumer:
+    return WorkQueueConsumer("worker", QUEUE, pool, str(amqp.url), topology, handler, metrics,
+                             **{"prefetch": 4, "retry_base_s": 0.01, "retry_cap_s": 0.05, **options})
 
 
 async def _project(event: Event, once: Once) -> None:
@@ -118,32 +121,54 @@ async def test_permanent_failure_dead_lettered_transient_failure_retried(
     assert bus_metrics.retried.labels("worker", "DatabaseUnavailable")._value.get() == 2
 
 
-async def test_endless_transient_failure_is_dead_lettered_by_the_delivery_limit(
+async def test_a_long_outage_is_waited_out_in_process_without_burning_the_delivery_limit(
+    pool, amqp, work_topology, exchange, bus_metrics
+) -> None:
+    await pool.execute(PROJECTION_DDL)
+    attempts = 0
+    deliveries: list[int] = []
+
+    async def down_for_a_while(event: Event, once: Once) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= 4 * QUEUE.delivery_limit:  # far more failures than the queue would ever deliver it
+            raise DatabaseUnavailable("still down")
+        await _project(event, once)
+
+    async def counting(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        deliveries.append(int((message.headers or {}).get("x-delivery-count", 0)))  # type: ignore[call-overload]
+        await original(message)
+
+    await publish_event(exchange, minted(1))
+    consumer = _consumer(pool, amqp, work_topology, bus_metrics, down_for_a_while)
+    original = consumer._on_message
+    consumer._on_message = counting  # type: ignore[method-assign]
+    await _run(consumer)
+    assert len(await snapshot(pool)) == 1
+    assert deliveries == [0]  # one delivery, kept through every attempt: the broker never counted a return
+    assert await _dead_letters(amqp, work_topology) == []
+    assert bus_metrics.retried.labels("worker", "DatabaseUnavailable")._value.get() == 4 * QUEUE.delivery_limit
+
+
+async def test_unknown_error_gets_a_few_attempts_then_our_dead_letter_with_its_reason(
     pool, amqp, work_topology, exchange, bus_metrics
 ) -> None:
     attempts = 0
 
-    async def always_down(event: Event, once: Once) -> None:
+    async def buggy(event: Event, once: Once) -> None:
         nonlocal attempts
         attempts += 1
-        raise DatabaseUnavailable("still down")
+        raise KeyError("observation_id")
 
-    await publish_event(exchange, minted(1))
-    consumer = _consumer(pool, amqp, work_topology, bus_metrics, always_down)
-    await consumer.start()
-    try:
-        await wait_for(lambda: _dead_letter_count(amqp, work_topology), timeout_s=30)
-    finally:
-        await consumer.stop()
-    assert attempts == QUEUE.delivery_limit + 1
-
-
-async def _dead_letter_count(amqp, topology: Topology) -> bool:
-    channel = await amqp.channel()
-    queue = await channel.declare_queue(topology.dead_letter_queue, passive=True)
-    count = queue.declaration_result.message_count
-    await channel.close()
-    return bool(count)
+    event = minted(1)
+    await publish_event(exchange, event)
+    await _run(_consumer(pool, amqp, work_topology, bus_metrics, buggy))
+    assert attempts == UNKNOWN_ATTEMPTS
+    dead = await _dead_letters(amqp, work_topology)
+    assert len(dead) == 1 and dead[0].headers[REASON_HEADER] == "KeyError: 'observation_id'"
+    row = await pool.fetchrow("SELECT consumer, event_id, reason, occurrences FROM dead_letters")
+    assert dict(row) == {"consumer": "worker", "event_id": event.event_id, "reason": "KeyError: 'observation_id'",
+                         "occurrences": 1}
 
 
 async def test_stop_hands_back_unfinished_work(pool, amqp, work_topology, exchange, bus_metrics) -> None:
@@ -355,3 +380,72 @@ async def test_batched_duplicate_in_a_burst_has_its_effect_once(
     assert bus_metrics.duplicates.labels("worker")._value.get() == 1
     assert bus_metrics.handled.labels("worker", "file.minted")._value.get() == 3
     assert await _dead_letters(amqp, work_topology) == [] and await _ready(amqp, work_topology) == 0
+
+
+async def test_undecodable_messages_are_dead_lettered_at_once_and_never_block_the_queue(
+    pool, amqp, work_topology, exchange, bus_metrics
+) -> None:
+    # 64 of these (the prefetch) once stopped ingestion: never acked, nacked or dead-lettered (issue 8, item 5).
+    await pool.execute(PROJECTION_DDL)
+    garbage = [b"[" * 100_000, b'{"version": ' + b"9" * 5000 + b"}", b"\xff\xfe", b"null", b'{"type": 7}',
+               b'{"type": "file.minted", "version": true, "payload": {}}']
+    for i in range(60):
+        await exchange.publish(aio_pika.Message(garbage[i % len(garbage)] + b" " * (i // len(garbage))),
+                               routing_key="karoo.file.minted.uvh5")
+    await publish_event(exchange, minted(1))
+    deliveries: list[int] = []
+    consumer = _consumer(pool, amqp, work_topology, bus_metrics, _project)
+    original = consumer._on_message
+
+    async def counting(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        deliveries.append(int((message.headers or {}).get("x-delivery-count", 0)))  # type: ignore[call-overload]
+        await original(message)
+
+    consumer._on_message = counting  # type: ignore[method-assign]
+    await _run(consumer)
+    assert len(await snapshot(pool)) == 1
+    assert len(deliveries) == 61 and set(deliveries) == {0}  # each delivered once: settled at the first delivery
+    dead = await _dead_letters(amqp, work_topology)
+    assert len(dead) == 60 and all(m.headers[REASON_HEADER].startswith("MalformedEvent: ") for m in dead)
+    assert await pool.fetchval("SELECT count(*) FROM dead_letters") == 60
+
+
+async def test_a_16_mib_message_is_dead_lettered_once_with_a_bounded_excerpt(
+    pool, amqp, work_topology, exchange, bus_metrics
+) -> None:
+    body = b'{"type": "observation.announced", "version": 1, "payload": {"path": "/' + b"p" * 16 * 1024**2 + b'"}}'
+    for _ in range(2):
+        await exchange.publish(aio_pika.Message(body), routing_key="karoo.file.minted.uvh5")
+    await _run(_consumer(pool, amqp, work_topology, bus_metrics, _project))
+    row = await pool.fetchrow("SELECT reason, excerpt, body_bytes, body_sha256, occurrences FROM dead_letters")
+    assert row["reason"] == f"MalformedEvent: the event is {len(body)} bytes; at most 1048576 are accepted"
+    assert bytes(row["excerpt"]) == body[:4096] and row["body_bytes"] == len(body)
+    assert bytes(row["body_sha256"]) == hashlib.sha256(body).digest() and row["occurrences"] == 2
+    dead = await _dead_letters(amqp, work_topology)
+    assert len(dead) == 2 and all(len(m.body) == 4096 for m in dead)  # the broker's copy is bounded too
+    assert dead[0].headers["x-obsflow-body-bytes"] == len(body)
+    assert dead[0].headers["x-obsflow-body-sha256"] == hashlib.sha256(body).hexdigest()
+
+
+async def test_a_batch_that_fails_as_a_whole_is_handled_again_one_by_one(
+    pool, amqp, work_topology, exchange, bus_metrics
+) -> None:
+    # As ingest's pre-check did for a path component longer than NAME_MAX: os.stat raised for the whole batch.
+    await pool.execute(PROJECTION_DDL)
+    events = [minted(i) for i in range(4)]
+    poison = events[2]
+    projector = BatchedProjector(pool, hold_first=_until_ready_is(amqp, work_topology, 0))
+
+    async def handle(deliveries: Sequence[tuple[Event, Once]]) -> list[BaseException | None]:
+        if any(event.event_id == poison.event_id for event, _ in deliveries):
+            raise OSError(36, "File name too long")
+        return await projector.handle(deliveries)
+
+    for event in events:
+        await publish_event(exchange, event)
+    await _run(_consumer(pool, amqp, work_topology, bus_metrics, BatchedWork(handle, max_items=8)))
+    rows = await snapshot(pool)
+    assert [r[0] for r in rows] == sorted(e.payload.name for e in events if e is not poison)  # type: ignore[attr-defined]
+    dead = await _dead_letters(amqp, work_topology)
+    assert [decode_event(m.body).event_id for m in dead] == [poison.event_id]
+    assert dead[0].headers[REASON_HEADER] == "OSError: [Errno 36] File name too long"

@@ -10,8 +10,6 @@ after the batch system accepted the job is the one way a job runs twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 
 import asyncpg
 import structlog
@@ -27,15 +25,18 @@ from services.scheduler.runs.outputs import read_declared_outputs
 from services.scheduler.runs.repository import InFlight
 from services.scheduler.runs.submission import BackendPool, MakeEvent, record_submission_error, submit_attempt
 from shared.bus.outbox import append_events
-from shared.db.pool import TRANSIENT_DB_ERRORS
 from shared.errors import ObsflowError
 from shared.events import Payload
-from shared.waiting import wait_any
+from shared.failures import describe, is_transient, translate_storage_errors
+from shared.locks import Leader, lock_key
+from shared.periodic import every
 
 log = structlog.get_logger()
 
-# Failures a later pass can get past: the database restarting, a file system hiccup.
-_PASSING: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, OSError)
+
+def _passing(exc: BaseException) -> bool:
+    """A failure a later pass can get past: an outage (see shared.failures) or the job file system failing."""
+    return is_transient(exc) or isinstance(exc, OSError)
 
 
 class Dispatcher:
@@ -60,11 +61,10 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Lead dispatching for this schema until `stop` is set; then hand in-flight submissions back."""
-        async with self.pool.acquire() as lock_conn:
-            while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key()):
-                log.info("dispatcher_standby", schema=self.schema)
-                if await wait_any(stop, self.wakeup, 2.0):
-                    return
+        leader = Leader(self.pool, lock_key("dispatch", self.schema), f"dispatcher of {self.schema}")
+        async with leader.leading(stop, retry_s=2.0, wakeup=self.wakeup) as leading:
+            if not leading:
+                return
             try:
                 lost = await repository.abandon_submitting(self.pool)
                 if lost:
@@ -73,17 +73,14 @@ class Dispatcher:
             finally:
                 await self._stop_submissions()
                 await self.backends.close()
-                with contextlib.suppress(*TRANSIENT_DB_ERRORS):
-                    await lock_conn.execute("SELECT pg_advisory_unlock($1)", self._lock_key())
 
     async def _loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self.wakeup.clear()
-            try:
-                await self.tick()
-            except _PASSING as e:
-                log.warning("dispatch_retry", error=repr(e))
-            await wait_any(stop, self.wakeup, self.options.poll_interval_s)
+        await every(self.options.poll_interval_s, self._tick, stop, name="dispatch", first_now=True,
+                    wakeup=self.wakeup)
+
+    async def _tick(self) -> None:
+        with translate_storage_errors("the job file system"):  # a hiccup there is passed, like an outage
+            await self.tick()
 
     async def tick(self) -> None:
         """One pass: poll in-flight attempts, finish ended runs, record provenance, submit ready jobs."""
@@ -116,10 +113,11 @@ class Dispatcher:
                 self.pool, self.backends, self.make_event, self.options.path_policy, run_id, key, attempt
             )
             self.submissions += 1
-        except _PASSING as e:
-            log.warning("job_submission_deferred", run_id=run_id, job=key, error=repr(e))
-        except Exception as e:  # a bug or a bad option: the attempt must end, not stay 'submitting'
-            await self._record_crash(run_id, key, attempt, e)
+        except Exception as e:  # classified: a passing failure defers; a bug or a bad option ends the attempt
+            if _passing(e):
+                log.warning("job_submission_deferred", run_id=run_id, job=key, error=describe(e))
+            else:
+                await self._record_crash(run_id, key, attempt, e)
         finally:
             self._submitting.pop((run_id, key), None)
             self.wakeup.set()
@@ -127,8 +125,10 @@ class Dispatcher:
     async def _record_crash(self, run_id: str, key: str, attempt: int, error: Exception) -> None:
         try:
             await record_submission_error(self.pool, self.make_event, run_id, key, attempt, error)
-        except _PASSING as e:
-            log.warning("job_submission_error_not_recorded", run_id=run_id, job=key, error=repr(e))
+        except Exception as e:  # classified: a passing failure is logged (the attempt is marked lost on restart)
+            if not _passing(e):
+                raise
+            log.warning("job_submission_error_not_recorded", run_id=run_id, job=key, error=describe(e))
 
     async def poll_in_flight(self) -> None:
         """Ask each backend, in one status() call, about its in-flight attempts; record the ones that ended."""
@@ -203,6 +203,3 @@ class Dispatcher:
                 log.warning("submissions_cancelled_at_stop", submissions=len(late))
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _lock_key(self) -> int:
-        digest = hashlib.blake2b(f"dispatch:{self.schema}".encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big", signed=True)

@@ -38,17 +38,14 @@ from services.scheduler.runs.outputs import outputs_path_for
 from services.scheduler.workflow import WorkflowOptions, load_workflow
 from shared.bus.backoff import Backoff
 from shared.bus.outbox import append_events
-from shared.db.pool import TRANSIENT_DB_ERRORS
 from shared.errors import ConfigurationError
 from shared.events import Event, Payload
+from shared.failures import describe, is_transient
 
 log = structlog.get_logger()
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 MakeEvent = Callable[[Payload], Event]
-# Errors from storing what happened to an attempt that are worth trying again (the database restarting, a
-# statement cancelled, a lock timeout): the backend has the job, so giving up would lose its id.
-_STORE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError)
 
 
 class BackendPool:
@@ -208,9 +205,13 @@ async def retry_store(store: Callable[[], Awaitable[None]], what: str, **context
         try:
             await store()
             return
-        except _STORE_ERRORS as e:
-            log.error("attempt_store_retry", what=what, error=f"{e.__class__.__name__}: {e}",
-                      retry_in_s=round(backoff.peek(), 2), **context)
+        except Exception as e:  # classified: outages, and any database error besides (see below), are retried
+            # The backend has the job, so giving up would lose its id: a database error that is not transient
+            # (a statement cancelled, a lock timeout) is retried too, logged as an error for a person to see.
+            if not (is_transient(e) or isinstance(e, asyncpg.PostgresError)):
+                raise
+            log.error("attempt_store_retry", what=what, error=describe(e), retry_in_s=round(backoff.peek(), 2),
+                      **context)
             await backoff.wait()
 
 
