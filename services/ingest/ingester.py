@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 import structlog
@@ -46,7 +46,7 @@ from services.ingest.staging import StagingArea
 from services.ingest.storage import StoreSet
 from services.ingest.stores import NoRoom
 from shared.batching import Batcher
-from shared.bus import Once, append_events
+from shared.bus import DoneOnce, Once, append_events
 from shared.events import Event, Payload
 from shared.events.types import FileMinted, IngestRejected, InstanceCreated
 from shared.safe_paths import Beneath
@@ -66,15 +66,6 @@ class Staged:
     path: Path
     measured: Measured
     is_directory: bool = False
-
-
-class DoneOnce(Protocol):
-    """What records, in the minting transaction, that a piece of work is done (a work event's `Once`, a waiting
-    announcement's row): `record` is False when it was done already, and the mint then skips it as `duplicate()`."""
-
-    async def record(self, conn: asyncpg.Connection) -> bool: ...
-
-    def duplicate(self) -> Exception: ...
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ class IngestOptions:
     copy_threads: int = 4  # threads a batch's copies are shared between
     direct_io: bool = True  # write staged bytes with O_DIRECT (off: through the page cache, for odd filesystems)
     source_roots: tuple[str, ...] = ()  # where announcements and local-path uploads may read; empty: nowhere
-    body_read_timeout_s: float = 30.0  # an upload body's read that waits longer lets an idle client go
 
 
 def default_source_root(data_dir: str | os.PathLike[str]) -> Path:
@@ -37,7 +36,7 @@ def default_source_root(data_dir: str | os.PathLike[str]) -> Path:
 
 
 _NUMBERS = {"max_file_bytes": int, "upload_expiry_s": float, "expiry_interval_s": float,
-            "usage_refresh_s": float, "prefetch": int, "copy_threads": int, "body_read_timeout_s": float}
+            "usage_refresh_s": float, "prefetch": int, "copy_threads": int}
 
 
 def ingest_options(

@@ -31,8 +31,8 @@ from services.ingest.stores import NoRoom
 from shared.auth import Principal, Role
 from shared.errors import PermanentError
 from shared.http.auth import principal_of, requires
-from shared.http.body import json_object
-from shared.http.errors import json_error
+from shared.http.body import json_object, read_chunk
+from shared.http.errors import HttpRefusal, json_error
 
 log = structlog.get_logger()
 
@@ -137,25 +137,16 @@ async def receive_upload(ingester: Ingester, request: web.Request) -> web.Stream
     except StagingBusy:
         return json_error(409, "upload_in_progress", f"upload {upload.upload_id} is being sent right now; "
                           "wait for that request to finish")
-    except BodyTooSlow as e:
-        return await _close_idle(request, upload, e)
+    except HttpRefusal as e:
+        if e.status != 408:
+            raise
+        log.info("upload_body_too_slow", upload_id=upload.upload_id, name=upload.name, error=str(e))
+        raise HttpRefusal(408, e.code, f"{e}; upload {upload.upload_id} is still pending: send the whole body "
+                          "again with the same id") from None
     if isinstance(outcome, NoRoom):
         outcome = await ingester.refuse(ingester.plain_transaction, _no_store(outcome), name=upload.name,
                                         upload_id=upload.upload_id)
     return await _respond(ingester, outcome)
-
-
-async def _close_idle(request: web.Request, upload: PendingUpload, error: BodyTooSlow) -> web.StreamResponse:
-    """Answer 408 and close the connection at once (no lingering read of a body that does not come)."""
-    log.info("upload_body_too_slow", upload_id=upload.upload_id, name=upload.name, error=str(error))
-    response = json_error(408, "body_timeout", f"{error}; upload {upload.upload_id} is still pending: send the "
-                          "whole body again with the same id")
-    response.force_close()
-    await response.prepare(request)
-    await response.write_eof()
-    if request.protocol is not None:
-        request.protocol.force_close()
-    return response
 
 
 async def _stage_and_commit(request: web.Request, ingester: Ingester, upload: PendingUpload) -> Outcome:
@@ -166,7 +157,7 @@ async def _stage_and_commit(request: web.Request, ingester: Ingester, upload: Pe
                       "here; announce the file again")
     algorithms = algorithms_for(claim)
     direct = ingester.options.direct_io
-    body = _BodyReader(request, ingester.options.body_read_timeout_s)
+    body = _BodyReader(request)
     try:
         if request.content_length is not None and request.content_length <= WHOLE_BODY_BYTES:
             # A small body is read whole (zero bytes included) and staged in one thread hop (open, checksum,
@@ -196,26 +187,17 @@ def _stage_whole(
         return path, writer.finish()
 
 
-class BodyTooSlow(Exception):
-    """The client sent nothing for longer than a read of the upload body may wait."""
-
-
 class _BodyReader:
-    """The upload body, read in chunks; each read waits at most `timeout_s` for bytes (an idle client is let go)."""
+    """The upload body, read in chunks under the service's per-read timeout (408 `body_timeout`, the connection then
+    closed: an idle client is let go), counting what arrived."""
 
-    def __init__(self, request: web.Request, timeout_s: float) -> None:
-        self._content = request.content
-        self._timeout_s = timeout_s
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
         self.received = 0
 
     async def chunk(self) -> bytes:
         """The next bytes of the body (at most READ_CHUNK); b"" at its end."""
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                data = await self._content.read(READ_CHUNK)
-        except TimeoutError:
-            raise BodyTooSlow(f"no byte of the body arrived for {self._timeout_s:g} s after {self.received} "
-                              "bytes") from None
+        data = await read_chunk(self._request, READ_CHUNK)
         self.received += len(data)
         return data
 

@@ -10,9 +10,8 @@ or refuses one deletes its row, and that deletion is what makes it happen once, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
 import asyncpg
@@ -20,7 +19,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
 from services.ingest.hygiene import StagingBusy, StagingLocks
-from services.ingest.ingester import DoneOnce, Ingester, Outcome, Transaction
+from services.ingest.ingester import Ingester, Outcome, Transaction
 from services.ingest.minting import Refusal
 from services.ingest.path_ingest import PathJob, ingest_paths
 from services.ingest.repository import (
@@ -36,7 +35,7 @@ from services.ingest.repository import (
 )
 from services.ingest.staging import StagingArea
 from services.ingest.stores import NoRoom
-from shared.bus import AlreadyHandled, Once
+from shared.bus import AlreadyHandled, DoneOnce, Once
 from shared.errors import MalformedEvent
 from shared.events import Event, decode_event, encode_event
 from shared.failures import Failure, classify, describe, translate_storage_errors
@@ -48,7 +47,7 @@ JobOf = Callable[[Event, Transaction, DoneOnce], PathJob]
 RESUMER = "ingest.waiting"  # the consumer name its dead letters carry
 
 
-class WaitingTicket:
+class WaitingTicket(DoneOnce):
     """A waiting announcement's right to be ingested once: recording it as done deletes its row."""
 
     def __init__(self, pool: asyncpg.Pool, event_id: uuid.UUID) -> None:
@@ -62,14 +61,6 @@ class WaitingTicket:
     def duplicate(self) -> AlreadyHandled:
         """The error for an announcement another worker has ingested meanwhile."""
         return AlreadyHandled(f"waiting announcement {self.event_id} was ingested already")
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """A transaction that ends the wait (a refusal, or nothing to do); AlreadyHandled if it had ended."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await self.record(conn):
-                raise self.duplicate()
-            yield conn
 
 
 class WaitingRoom:

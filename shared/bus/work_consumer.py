@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import hashlib
@@ -39,7 +40,30 @@ class AlreadyHandled(ObsflowError):
     """This event's effect is already committed: the delivery is a duplicate."""
 
 
-class Once:
+class DoneOnce(abc.ABC):
+    """Work that must happen once: `record` marks it done in the caller's transaction (False when it was done
+    already, and the caller then commits nothing of it and raises `duplicate()`)."""
+
+    _pool: asyncpg.Pool
+
+    @abc.abstractmethod
+    async def record(self, conn: asyncpg.Connection) -> bool:
+        """Mark the work done in the caller's open transaction; False if it already was."""
+
+    @abc.abstractmethod
+    def duplicate(self) -> AlreadyHandled:
+        """The error a caller raises when `record` found the work done already."""
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction that marks the work done; raises AlreadyHandled for a duplicate."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await self.record(conn):
+                raise self.duplicate()
+            yield conn
+
+
+class Once(DoneOnce):
     """What a work handler commits its effect through, so that it happens once per event id."""
 
     def __init__(self, pool: asyncpg.Pool, consumer: str, event: Event) -> None:
@@ -97,14 +121,6 @@ class Once:
     def duplicate(self) -> AlreadyHandled:
         """The error a handler raises when `record` found the event handled already."""
         return AlreadyHandled(f"event {self._event.event_id} already handled by {self._consumer}")
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """A transaction that records the event as handled; raises AlreadyHandled for a duplicate."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await self.record(conn):
-                raise self.duplicate()
-            yield conn
 
 
 WorkHandler = Callable[[Event, Once], Awaitable[None]]

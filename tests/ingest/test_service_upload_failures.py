@@ -1,7 +1,7 @@
 """Every way an HTTP PUT can fail, and the one rule for what is left: nothing staged, and the pending upload kept
 (send it again with the same id) unless its claim can never succeed (a different file took the name).
 
-Also: zero-byte files are files, and an idle client is let go after `body_read_timeout_s`.
+Also: zero-byte files are files, and an idle client is let go after the per-read timeout (`http_read_timeout_s`).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def store_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def ingest(settings, store_root: Path) -> AsyncIterator[ServiceRunner]:
-    options = {"body_read_timeout_s": READ_TIMEOUT_S}
-    async with running_ingest(ingest_settings(settings, store_root, **options)) as runner:
+    quick = settings.model_copy(update={"http_read_timeout_s": READ_TIMEOUT_S})
+    async with running_ingest(ingest_settings(quick, store_root)) as runner:
         yield runner
 
 
