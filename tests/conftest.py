@@ -64,12 +64,14 @@ def _broker_names(what: str) -> list[str]:
 
 
 @pytest.fixture
-def settings(unique: str) -> Settings:
-    """Settings of a private site: its own schemas (prefix) and its own exchange, stream and queues."""
+def settings(unique: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings of a private site: its own schemas (prefix), its own exchange, stream and queues, and its own data
+    directory (nothing a test does lands in the machine's ~/.local/share/obsflow)."""
     b = backends()
     return Settings(
         site=unique, database_url=b.database_url, amqp_url=b.amqp_url, bus={"prefix": unique}, log_format="json",
         shutdown_grace_s=5.0, auth_secret=f"test-secret-of-{unique}-{uuid.uuid4().hex}",
+        data_dir=tmp_path_factory.mktemp(f"{unique}-data"),
     )
 
 

@@ -33,7 +33,8 @@ async def test_monitor_service_lifecycle_and_replay(settings, amqp) -> None:
     env = {
         **os.environ, "OBSFLOW_SITE": settings.site, "OBSFLOW_DATABASE_URL": settings.database_url,
         "OBSFLOW_AMQP_URL": settings.amqp_url, "OBSFLOW_BUS__PREFIX": settings.bus.prefix,
-        "OBSFLOW_HTTP_BASE_PORT": str(base), "OBSFLOW_LOG_FORMAT": "json",
+        "OBSFLOW_HTTP_BASE_PORT": str(base), "OBSFLOW_LOG_FORMAT": "json", "OBSFLOW_DATA_DIR": str(settings.data_dir),
+        "OBSFLOW_AUTH_SECRET": settings.auth_secret.get_secret_value(),  # type: ignore[union-attr]
     }
     port = base + 4  # monitor is the fifth service
     proc = await asyncio.create_subprocess_exec(
