@@ -45,19 +45,29 @@ def _owned_tempdir(prefix: str, user: str) -> Path:
 
 
 class PrivateRabbitMQ:
-    """A RabbitMQ node with its own config, node name, ports, data and log directories, and no plugins."""
+    """A RabbitMQ node with its own config, node name, ports, data and log directories, and no plugins (but the
+    management API on a port of its own when asked: `management_url`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, management: bool = False) -> None:
         _need_root("RabbitMQ")
         if not (RABBITMQ_BIN / "rabbitmq-server").exists():
             pytest.fail("RabbitMQ is not installed here (run `make services`)")
         self.node = f"obsflow-test-{uuid.uuid4().hex[:10]}@localhost"
         self.directory = _owned_tempdir("obsflow-rabbitmq-", "rabbitmq")
-        (self.directory / "enabled_plugins").write_text("[].\n")  # else it binds the ports the main node's plugins hold
+        # No plugin by default: the main node's plugins hold their ports.
+        plugins = "[rabbitmq_management]." if management else "[]."
+        (self.directory / "enabled_plugins").write_text(plugins + "\n")
         shutil.chown(self.directory / "enabled_plugins", "rabbitmq", "rabbitmq")
+        self._management = management
+        self.management_port = 0
         self.port = 0
         self._dist_port = 0
         self._server: subprocess.Popen[bytes] | None = None
+
+    @property
+    def management_url(self) -> str:
+        """The management HTTP API's base URL (guest is allowed from the loopback interface)."""
+        return f"http://127.0.0.1:{self.management_port}"
 
     @property
     def amqp_url(self) -> str:
@@ -71,7 +81,11 @@ class PrivateRabbitMQ:
             first = self.port == 0
             if first:
                 self.port, self._dist_port = free_port(), free_port()
-            (self.directory / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
+                self.management_port = free_port() if self._management else 0
+            config = f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            if self._management:
+                config += f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
+            (self.directory / "rabbitmq.conf").write_text(config)
             (self.directory / "pid").unlink(missing_ok=True)  # `rabbitmqctl wait` must not read the last run's
             log = (self.directory / "server.log").open("ab")
             self._server = subprocess.Popen(

@@ -102,7 +102,8 @@ async def post_definitions(api: BrokerApi, definitions: dict[str, Any]) -> None:
     """Load the definitions through the broker's management HTTP API (`POST /api/definitions`)."""
     url = URL(api.url) / "api" / "definitions"
     try:
-        async with aiohttp.ClientSession(auth=aiohttp.BasicAuth(api.user, api.password)) as session, session.post(
+        basic = base64.b64encode(f"{api.user}:{api.password}".encode()).decode()
+        async with aiohttp.ClientSession(headers={"Authorization": f"Basic {basic}"}) as session, session.post(
             url, json=definitions, timeout=aiohttp.ClientTimeout(total=60)
         ) as response:
             if response.status >= 300:
