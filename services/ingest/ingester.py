@@ -45,6 +45,7 @@ from services.ingest.sources import copy_source
 from services.ingest.staging import StagingArea
 from services.ingest.storage import StoreSet
 from services.ingest.stores import NoRoom
+from shared.api.ingest import IngestedFile
 from shared.batching import Batcher
 from shared.bus import DoneOnce, Once, append_events
 from shared.events import Event, Payload
@@ -87,7 +88,7 @@ class Minted:
 
     name: str
     created: bool
-    document: dict[str, Any] | None = field(default=None, compare=False)
+    document: IngestedFile | None = field(default=None, compare=False)
 
 
 # NoRoom: no store could take the file (when announced, or at the mint): a condition to wait out, not a verdict.
@@ -266,7 +267,7 @@ class Ingester:
 
     async def _commit_fresh(
         self, conn: asyncpg.Connection, fresh: list[tuple[MintRequest, NewFile, datetime]]
-    ) -> tuple[list[Event], dict[str, dict[str, Any]]]:
+    ) -> tuple[list[Event], dict[str, IngestedFile]]:
         """Commit the new files into main (durable before the rows say so), insert instances; their events and
         their documents (as `file_document` would read them back)."""
         finals: dict[str, Path] = {}
@@ -278,7 +279,7 @@ class Ingester:
             conn, [(new.name, request.staged.store, str(finals[new.name]), new.size) for request, new, _ in fresh]
         )
         events: list[Event] = []
-        documents: dict[str, dict[str, Any]] = {}
+        documents: dict[str, IngestedFile] = {}
         for request, new, created_at in fresh:
             store, final_path, who = request.staged.store, str(finals[new.name]), request.who
             minted = FileMinted(
