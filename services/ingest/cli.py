@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 import stat
@@ -74,6 +73,8 @@ def _type_of(path: Path, explicit: str | None) -> str:
 
 
 async def _upload(args: argparse.Namespace) -> int:
+    import asyncio
+
     from shared.cli.connect import client_for
     from shared.cli.output import Output
     from shared.client import LocalFileError, job_provenance
@@ -144,6 +145,8 @@ def _correlator_directory(settings: Settings, wanted: Path | None) -> Path:
 
 
 async def _simulate(args: argparse.Namespace) -> int:
+    import asyncio
+
     from yarl import URL
 
     from shared import credentials

@@ -7,7 +7,6 @@ OBSFLOW_TOKEN or ~/.config/obsflow/token.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 from pathlib import Path
@@ -117,6 +116,8 @@ def run_request(config: str, files: list[str]) -> dict[str, Any]:
 
 async def start_run(args: argparse.Namespace) -> int:
     """Start a run of a config file's text, or of a registered workflow, over files."""
+    import asyncio
+
     from shared.cli.connect import client_for
 
     request = await asyncio.to_thread(run_request, args.workflow_config, args.files)
@@ -166,6 +167,8 @@ async def show_run(args: argparse.Namespace) -> int:
 
 async def _watch(out: Output, client: Any, run: RunDetail) -> RunDetail:
     """Poll the run until it finishes, redrawing its status in place on a terminal."""
+    import asyncio
+
     from rich.live import Live
 
     if not out.terminal:

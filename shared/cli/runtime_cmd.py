@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from shared.cli.commands import help_of
 from shared.service_names import SERVICES
+
+if TYPE_CHECKING:
+    import asyncio
 
 HEALTHY_RUN_S = 300.0
 
@@ -63,6 +66,8 @@ async def _replay(args: argparse.Namespace) -> int:
 
 
 async def _up(args: argparse.Namespace) -> int:
+    import asyncio
+
     import structlog
 
     from shared.credentials import own_credentials
@@ -91,6 +96,8 @@ async def _up(args: argparse.Namespace) -> int:
 
 async def _supervise(name: str, config: list[str], stop: asyncio.Event, grace_s: float) -> None:
     """Run `obsflow service NAME` in a child process; restart it with backoff whenever it dies."""
+    import asyncio
+
     import structlog
 
     from shared.bus.backoff import Backoff
