@@ -104,6 +104,11 @@ class Provenance:
     caused_by: Event | None = None
 
 
+def caused_by_fields(event: Event | None) -> dict[str, str]:
+    """The log fields naming the event an ingest answers (none for an HTTP upload)."""
+    return {} if event is None else {"event_id": str(event.event_id)}
+
+
 def algorithms_for(claim: Claim, want_md5: bool = False) -> tuple[str, ...]:
     """xxh3-128 always (it is what files are recorded with); md5 too when claimed or asked for."""
     return (XXH3_128, MD5) if want_md5 or claim.algorithm == MD5 else (XXH3_128,)
@@ -142,7 +147,8 @@ class Ingester:
         payload = IngestRejected(code=refusal.code.value, reason=refusal.reason, name=name, path=path,
                                  upload_id=upload_id)
         await append_events(conn, [self._make_event(payload, caused_by)])
-        log.info("ingest_rejected", code=refusal.code.value, name=name, path=path, reason=refusal.reason)
+        log.info("ingest_rejected", code=refusal.code.value, name=name, path=path, reason=refusal.reason,
+                 **caused_by_fields(caused_by))
 
     async def stage_copies(self, orders: Sequence[CopyOrder]) -> list[Staged | BaseException]:
         """Copy files or directories into staging in one pass each; each one's Staged, or the error it met.
@@ -262,7 +268,8 @@ class Ingester:
             await self.record_refusal(conn, verdict, name=claim.name, upload_id=staged.upload_id,
                                       caused_by=request.who.caused_by)
             return verdict
-        log.info("ingest_already_minted", name=claim.name, checksum=new.checksum)
+        log.info("ingest_already_minted", name=claim.name, checksum=new.checksum,
+                 **caused_by_fields(request.who.caused_by))
         return Minted(claim.name, created=False)
 
     async def _commit_fresh(
@@ -294,7 +301,9 @@ class Ingester:
             )
             events += [self._make_event(minted, who.caused_by), self._make_event(instance, who.caused_by)]
             documents[new.name] = file_document_of(new, created_at, [(store, final_path, new.size, verified[new.name])])
-            log.info("file_minted", name=new.name, size=new.size, store=store, uploader=new.uploader)
+            # Files of one batch are minted together: each line names its own cause, not the batch's first.
+            log.info("file_minted", name=new.name, size=new.size, store=store, uploader=new.uploader,
+                     **caused_by_fields(who.caused_by))
         return events, documents
 
     def _new_file(self, claim: Claim, staged: Staged, who: Provenance) -> NewFile:
