@@ -24,10 +24,12 @@ HINTS = {
 class Transport:
     """Requests to the site's services with one keep-alive session and a bearer token."""
 
-    def __init__(self, site: Site, token: str | None, *, timeout_s: float) -> None:
+    def __init__(self, site: Site, token: str | None, *, timeout_s: float, transfer_timeout_s: float) -> None:
         self.site = site
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=10)
+        # A transfer takes as long as its bytes take: bounded by silence, not by its total time.
+        self.transfer_timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=transfer_timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
@@ -50,11 +52,13 @@ class Transport:
         try:
             async with self._session.request(method, url, **kwargs) as response:
                 status, text = response.status, await response.text(errors="replace")
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            raise ServerUnavailable(
-                f"cannot reach the {service} service at {base} ({e.__class__.__name__}: {e}); is it running "
-                f"({HINTS.get(service, 'obsflow up')}), and are OBSFLOW_HTTP_HOST and OBSFLOW_HTTP_BASE_PORT right?"
-            ) from e
+        except aiohttp.ConnectionTimeoutError as e:
+            raise _unreachable(service, base, e) from e
+        except TimeoutError as e:  # aiohttp's other timeouts: connected, and the answer took too long
+            raise ServerUnavailable(f"the {service} service at {base} did not answer {method} {path} in time "
+                                    f"({e.__class__.__name__}); it may be busy: try again shortly") from e
+        except (aiohttp.ClientError, OSError) as e:
+            raise _unreachable(service, base, e) from e
         body = _json(text)
         if status >= 400:
             raise _refusal(service, status, body, text)
@@ -65,6 +69,12 @@ class Transport:
                               f"a body this client cannot read ({e.error_count()} problems, first: "
                               f"{e.errors()[0]['msg']} at {_location(e)}); are the client and the site of the same "
                               "obsflow version?") from e
+
+
+def _unreachable(service: str, base: str, error: BaseException) -> ServerUnavailable:
+    return ServerUnavailable(
+        f"cannot reach the {service} service at {base} ({error.__class__.__name__}: {error}); is it running "
+        f"({HINTS.get(service, 'obsflow up')}), and are OBSFLOW_HTTP_HOST and OBSFLOW_HTTP_BASE_PORT right?")
 
 
 @functools.cache

@@ -92,7 +92,8 @@ class UploadCalls:
         """Phase two: stream a file's bytes (or send `body`, its bytes read already) to the ticket's URL."""
         headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
         data = body if body is not None else _read_chunks(path, size, progress)
-        answer = await self._transport.call("ingest", "PUT", url, MintAnswer, data=data, headers=headers)
+        answer = await self._transport.call("ingest", "PUT", url, MintAnswer, data=data, headers=headers,
+                                            timeout=self._transport.transfer_timeout)
         if body is not None and progress is not None:
             progress("send", size, size)
         return answer
@@ -115,7 +116,8 @@ class UploadCalls:
         source roots); the minted file."""
         body = {"path": _absolute(path), "name": name, "type": file_type, "checksum": checksum, "md5": md5,
                 "metadata": metadata}  # absolute: the server resolves nothing relative to our working directory
-        return (await self._transport.call("ingest", "POST", "/uploads/local", MintAnswer, json=body)).file
+        return (await self._transport.call("ingest", "POST", "/uploads/local", MintAnswer, json=body,
+                                           timeout=self._transport.transfer_timeout)).file
 
     async def file(self, name: str) -> IngestedFile:
         """A file minted at this site and its local instances (the catalog's `catalog_file` knows every site's)."""
