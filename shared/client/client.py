@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from shared.api.accounts import TokenIssued
 from shared.client.provenance import ProvenanceCalls
 from shared.client.site import Site, api_token
 from shared.client.transport import Transport
@@ -57,6 +58,12 @@ class ObsflowClient(UploadCalls, ProvenanceCalls):
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self._transport.close()
+
+    async def issue_token(self, name: str, password: str) -> TokenIssued:
+        """Trade an account's password for an API token (as `obsflow accounts token NAME`; any service issues it):
+        make a client with `token.token`. A wrong password is a ClientError 401, too many a 429 (wait)."""
+        body = {"name": name, "password": password}
+        return await self._transport.call("ingest", "POST", "/tokens", TokenIssued, json=body)
 
     def subscribe(self, pattern: str, *, start: Start | None = None,
                   on_malformed: OnMalformed | None = None) -> Subscription:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any, TypeVar
 
@@ -43,7 +42,8 @@ class Transport:
             await self._session.close()
             self._session = None
 
-    async def call(self, service: str, method: str, path: str, answer: type[T], **kwargs: Any) -> T:
+    async def call(self, service: str, method: str, path: str, answer: type[T] | TypeAdapter[T],
+                   **kwargs: Any) -> T:
         """`method` `path` (under /api/v1 unless it starts with it) on `service`; the answer parsed as `answer`."""
         if self._session is None:
             raise RuntimeError("use the client as `async with ObsflowClient(...) as client:`")
@@ -63,7 +63,8 @@ class Transport:
         if status >= 400:
             raise _refusal(service, status, body, text)
         try:
-            return _adapter(answer).validate_python(body)  # type: ignore[arg-type]
+            adapter = answer if isinstance(answer, TypeAdapter) else _adapter(answer)
+            return adapter.validate_python(body)
         except ValidationError as e:
             raise ClientError(status, "unexpected_answer", f"the {service} service answered {method} {path} with "
                               f"a body this client cannot read ({e.error_count()} problems, first: "
@@ -77,9 +78,14 @@ def _unreachable(service: str, base: str, error: BaseException) -> ServerUnavail
         f"({HINTS.get(service, 'obsflow up')}), and are OBSFLOW_HTTP_HOST and OBSFLOW_HTTP_BASE_PORT right?")
 
 
-@functools.cache
-def _adapter(answer: Any) -> TypeAdapter[Any]:
-    return TypeAdapter(answer)
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(answer: type[T]) -> TypeAdapter[T]:
+    adapter = _ADAPTERS.get(answer)
+    if adapter is None:
+        adapter = _ADAPTERS[answer] = TypeAdapter(answer)  # made once per model: building one costs milliseconds
+    return adapter
 
 
 def _json(text: str) -> Any:

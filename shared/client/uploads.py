@@ -10,16 +10,18 @@ import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import xxhash
+from pydantic import TypeAdapter
 
 from shared.api.ingest import FileAnswer, IngestedFile, MintAnswer, UploadTicket
 from shared.client.errors import LocalFileError
 from shared.client.transport import Transport
 
 CHUNK = 4 * 1024 * 1024
+_ANNOUNCED: TypeAdapter[UploadTicket | MintAnswer] = TypeAdapter(UploadTicket | MintAnswer)
 # (phase, bytes done, bytes in all): phase "checksum" while the file is read for its checksum, "send" while its
 # bytes go to the server. Called from a worker thread during the checksum.
 Progress = Callable[[str, int, int], None]
@@ -40,7 +42,7 @@ def file_checksums(path: Path, md5: bool = False, progress: Progress | None = No
     xxh, digest = xxhash.xxh3_128(), hashlib.md5(usedforsecurity=False) if md5 else None
     size = 0
     first = b""
-    with _opened(path) as f:
+    with _open(path) as f:
         total = os.fstat(f.fileno()).st_size
         while chunk := f.read(CHUNK):
             xxh.update(chunk)
@@ -84,8 +86,7 @@ class UploadCalls:
         """Phase one: announce a file; where to PUT its bytes (an UploadTicket) or, if a file of that name and
         content exists already, that file (a MintAnswer with created False)."""
         body = {"name": name, "size": size, "checksum": checksum, "type": file_type, "metadata": metadata}
-        return await self._transport.call("ingest", "POST", "/uploads", UploadTicket | MintAnswer,  # type: ignore[arg-type]
-                                          json=body)
+        return await self._transport.call("ingest", "POST", "/uploads", _ANNOUNCED, json=body)
 
     async def send(self, url: str, path: Path, size: int, progress: Progress | None = None,
                    body: bytes | None = None) -> MintAnswer:
@@ -124,24 +125,15 @@ class UploadCalls:
         return (await self._transport.call("ingest", "GET", f"/files/{quote(name, safe='')}", FileAnswer)).file
 
 
-class _opened:
-    """`open(path, "rb")` whose failure is a LocalFileError naming the path and what to do."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-
-    def __enter__(self) -> Any:
-        try:
-            self._file = open(self._path, "rb", buffering=0)  # noqa: SIM115  (closed by __exit__)
-        except IsADirectoryError:
-            raise LocalFileError(f"{self._path} is a directory: upload it with --local (the server copies it "
-                                 "from beneath its source roots)") from None
-        except OSError as e:
-            raise LocalFileError(f"cannot read {self._path}: {e.strerror or e}; check the path") from None
-        return self._file
-
-    def __exit__(self, *exc: object) -> None:
-        self._file.close()
+def _open(path: Path) -> BinaryIO:
+    """`open(path, "rb")`, or a LocalFileError naming the path and what to do."""
+    try:
+        return open(path, "rb", buffering=0)  # noqa: SIM115  (the caller closes it)
+    except IsADirectoryError:
+        raise LocalFileError(f"{path} is a directory: upload it with --local (the server copies it from beneath "
+                             "its source roots)") from None
+    except OSError as e:
+        raise LocalFileError(f"cannot read {path}: {e.strerror or e}; check the path") from None
 
 
 def _absolute(path: Path) -> str:
@@ -149,7 +141,7 @@ def _absolute(path: Path) -> str:
 
 
 async def _read_chunks(path: Path, size: int, progress: Progress | None) -> AsyncIterator[bytes]:
-    source = await asyncio.to_thread(_opened(path).__enter__)
+    source = await asyncio.to_thread(_open, path)
     sent = 0
     try:
         while chunk := await asyncio.to_thread(source.read, CHUNK):
