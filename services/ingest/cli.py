@@ -90,8 +90,9 @@ async def _upload(args: argparse.Namespace) -> int:
     out = Output()
     async with client_for(args, ingest_url=args.url) as client:
         if args.local or is_directory:
-            document = await client.upload_local(path, file_type=file_type, name=args.name, md5=args.md5,
-                                                 metadata=metadata)
+            with out.waiting(f"the ingest service is copying {path}"):
+                document = await client.upload_local(path, file_type=file_type, name=args.name, md5=args.md5,
+                                                     metadata=metadata)
         else:
             with out.transfer(args.name or path.name) as progress:
                 document = await client.upload(path, file_type=file_type, name=args.name, md5=args.md5,

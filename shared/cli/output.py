@@ -3,7 +3,6 @@ tables plain (no colour, no borders, never wrapped or cut) when piped; JSON docu
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 import threading
@@ -24,6 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.status import Status
 from rich.table import Table
 
 PROGRESS_AFTER_S = 1.0  # a transfer shows a progress bar once it has taken this long
@@ -142,38 +142,61 @@ class Output:
         if not self.progress_terminal:
             yield _ignore
             return
-        bar = _DelayedBar(self.errors, label, after_s)
-        try:
+        bar = _TransferBar(self.errors, label)
+        with _shown_after(bar.progress, after_s):
             yield bar.update
-        finally:
-            bar.close()
+
+    @contextmanager
+    def waiting(self, message: str, *, after_s: float = PROGRESS_AFTER_S) -> Iterator[None]:
+        """A spinner with `message` on standard error while the block runs, shown once it has taken `after_s`,
+        only on a terminal."""
+        if not self.progress_terminal:
+            yield
+            return
+        with _shown_after(Status(message, console=self.errors), after_s):
+            yield
 
 
 def _ignore(_phase: str, _done: int, _total: int) -> None:
     return None
 
 
-class _DelayedBar:
-    """A rich progress bar that appears after a delay (a timer thread), updated from any thread."""
+@contextmanager
+def _shown_after(display: Progress | Status, after_s: float) -> Iterator[None]:
+    """Start a rich live display from a timer thread after `after_s`, unless the block is over by then."""
+    lock = threading.Lock()
+    state = {"shown": False, "over": False}
 
-    def __init__(self, console: Console, label: str, after_s: float) -> None:
-        self._progress = Progress(
+    def show() -> None:
+        with lock:
+            if not state["over"]:
+                state["shown"] = True
+                display.start()
+
+    timer = threading.Timer(after_s, show)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        with lock:
+            state["over"] = True
+            if state["shown"]:
+                display.stop()
+
+
+class _TransferBar:
+    """The bars of one transfer (its checksum, then its sending), updated from any thread."""
+
+    def __init__(self, console: Console, label: str) -> None:
+        self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
             TimeRemainingColumn(), console=console, transient=True,
         )
         self._label = label
         self._lock = threading.Lock()
         self._tasks: dict[str, TaskID] = {}
-        self._shown = False
-        self._timer = threading.Timer(after_s, self._show)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _show(self) -> None:
-        with self._lock:
-            if not self._shown:
-                self._shown = True
-                self._progress.start()
 
     def update(self, phase: str, done: int, total: int) -> None:
         """Record progress of `phase` ("checksum" or "send")."""
@@ -181,20 +204,5 @@ class _DelayedBar:
             task = self._tasks.get(phase)
             if task is None:
                 verb = "checksumming" if phase == "checksum" else "sending"
-                task = self._tasks[phase] = self._progress.add_task(f"{verb} {self._label}", total=total)
-            self._progress.update(task, completed=done, total=total)
-
-    def close(self) -> None:
-        """Stop the timer and take the bar away."""
-        self._timer.cancel()
-        with self._lock:
-            if self._shown:
-                self._progress.stop()
-            self._shown = True  # a timer firing now finds it done
-
-
-def plain_text(renderable: RenderableType) -> str:
-    """A renderable as plain text (for tests and messages)."""
-    buffer = io.StringIO()
-    Output(buffer, io.StringIO(), terminal=False).render(renderable)
-    return buffer.getvalue()
+                task = self._tasks[phase] = self.progress.add_task(f"{verb} {self._label}", total=total)
+            self.progress.update(task, completed=done, total=total)

@@ -84,3 +84,16 @@ async def test_piped_output_shows_no_progress_bar() -> None:
     with output.transfer("zen.uvh5", after_s=0) as progress:
         progress("send", 5, 10)
     assert err.getvalue() == ""
+
+
+async def test_a_long_wait_shows_a_spinner_on_a_terminal_and_nothing_when_piped() -> None:
+    output, _, err = _output(terminal=True)
+    with output.waiting("the ingest service is copying /data/night", after_s=0.05):
+        await wait_for(lambda: "copying /data/night" in err.getvalue(), timeout_s=10)
+    with output.waiting("quick", after_s=60):
+        pass
+    assert "quick" not in err.getvalue()
+    output, _, err = _output(terminal=False)
+    with output.waiting("piped", after_s=0):
+        pass
+    assert err.getvalue() == ""
