@@ -70,7 +70,8 @@ async def _run_workflow(settings, tmp_path: Path, backend: str, queue: str, back
     assert sorted(submissions(ledger)) == sorted(j.job_key for j in detail.jobs)
     assert _products(Path(detail.workdir)) == (3, 0)
     prov = detail.provenance
-    assert prov is not None and prov["succeeded"] and all(a[0]["host"] and a[0]["log_path"] for a in prov["jobs"].values())
+    assert prov is not None and prov["succeeded"]
+    assert all(a[0]["host"] and a[0]["log_path"] for a in prov["jobs"].values())
 
 
 def _products(workdir: Path) -> tuple[int, int]:
