@@ -8,6 +8,7 @@ query. A caller waits for its own items' results only, never for a turn to run s
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -31,6 +32,9 @@ class Batcher(Generic[Item, Result]):
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._runners: set[asyncio.Task[None]] = set()  # held so that no runner is garbage-collected mid-batch
         self._running = 0
+        # Batches run in the context the Batcher was made in, not in the first caller's: a batch serves many
+        # callers, so no one caller's bindings (its event id in every log line) may label the others' work.
+        self._context = contextvars.copy_context()
 
     async def submit(self, item: Item) -> Result:
         """Run `item` in the next batch; return its result or raise its (or the whole batch's) error."""
@@ -53,7 +57,7 @@ class Batcher(Generic[Item, Result]):
         self._waiting.extend(zip(items, futures, strict=True))
         if self._running < self._concurrency:
             self._running += 1
-            runner = loop.create_task(self._drain())
+            runner = loop.create_task(self._drain(), context=self._context.copy())
             self._runners.add(runner)
             runner.add_done_callback(self._runners.discard)
         try:

@@ -14,8 +14,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.errors import ConfigurationError
+from shared.service_names import SERVICES
 
-SERVICES = ("ingest", "catalog", "transfer", "scheduler", "monitor")
 _SITE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
 

@@ -1,16 +1,18 @@
-"""`obsflow search`, `obsflow locate`, `obsflow sessions list|show|close`: the catalog from the command line."""
+"""`obsflow search`, `obsflow locate`, `obsflow provenance`, `obsflow sessions list|show|close`: the catalog from
+the command line, through the Python client."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
 
-from services.catalog.api_client import CatalogClient, api_token, catalog_base_url
-from services.catalog.cli_format import print_json, print_table
+from shared.cli.commands import help_of
 from shared.errors import ObsflowError
-from shared.settings import load_settings
+
+if TYPE_CHECKING:
+    from shared.cli.output import Output
+    from shared.client import FileProvenance
 
 TARGETS = ("files", "observations", "sessions")
 KEY_FIELD = {"files": "name", "observations": "observation_id", "sessions": "session_id"}
@@ -19,6 +21,9 @@ COLUMNS = {
     "observations": ("observation_id", "start_jd", "session_id", "n_files"),
     "sessions": ("session_id", "status", "start_jd", "end_jd", "n_observations", "closed_at"),
 }
+NUMERIC = ("size", "n_instances", "n_files", "n_observations", "start_jd", "end_jd")
+FILE_DETAILS = ("name", "size", "checksum", "file_type", "observation_id", "start_jd", "origin_site", "uploader",
+                "created_at", "instance_sites")
 
 
 class SearchUsageError(ObsflowError):
@@ -27,31 +32,41 @@ class SearchUsageError(ObsflowError):
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the catalog commands."""
-    search = sub.add_parser("search", help="search files, observations or sessions (docs/catalog-search.md)")
+    search = sub.add_parser("search", help=help_of("search"), description=help_of("search"))
     search.add_argument("query", nargs="?", help='a JSON clause, e.g. \'{"size": {">": 1000}}\'')
     search.add_argument("--target", choices=TARGETS, default="files")
     search.add_argument("--name-like", metavar="PATTERN", help="the name (or id) matches this LIKE pattern")
     search.add_argument("--since", metavar="ISO|JD", help="start_jd at or after this time or Julian date")
     search.add_argument("--session", metavar="ID", help="belongs to this observing session")
-    search.add_argument("--limit", type=int, default=100, help="at most this many results (1-10000)")
-    search.add_argument("--json", action="store_true", help="print the JSON page instead of a table")
+    search.add_argument("--limit", type=int, default=100, help="at most this many results per page (1-10000)")
+    search.add_argument("--cursor", help="the page after this cursor (a --json page's next_cursor)")
+    search.add_argument("--all", action="store_true", help="every result, page after page (--limit per page)")
+    search.add_argument("--json", action="store_true",
+                        help="print the JSON page (with --all: one JSON result per line)")
     search.set_defaults(func=_search)
-    locate = sub.add_parser("locate", help="every copy of a file, at this site and the others")
+    locate = sub.add_parser("locate", help=help_of("locate"), description=help_of("locate"))
     locate.add_argument("name")
-    locate.add_argument("--json", action="store_true")
+    locate.add_argument("--json", action="store_true", help="print the copies as one JSON document")
     locate.set_defaults(func=_locate)
-    sessions = sub.add_parser("sessions", help="observing sessions: list, show, close")
+    provenance = sub.add_parser(
+        "provenance", help=help_of("provenance"),
+        description="What produced a file (the pipeline job, its run and inputs, from the catalog and the "
+        "scheduler) and the files produced from it (products whose job took it as an input).")
+    provenance.add_argument("name")
+    provenance.add_argument("--json", action="store_true", help="print the provenance as one JSON document")
+    provenance.set_defaults(func=_provenance)
+    sessions = sub.add_parser("sessions", help=help_of("sessions"), description=help_of("sessions"))
     ses_sub = sessions.add_subparsers(dest="sessions_command", required=True, metavar="SUBCOMMAND")
     listing = ses_sub.add_parser("list", help="the latest sessions, newest first")
     listing.add_argument("--status", choices=("open", "closed"))
     listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="print the sessions as one JSON document")
     listing.set_defaults(func=_sessions_list)
     for name, func, help_text in (("show", _sessions_show, "one session"),
                                   ("close", _sessions_close, "close a session now (admin): its pipeline runs")):
         cmd = ses_sub.add_parser(name, help=help_text)
         cmd.add_argument("session_id")
-        cmd.add_argument("--json", action="store_true")
+        cmd.add_argument("--json", action="store_true", help="print the answer as one JSON document")
         cmd.set_defaults(func=func)
 
 
@@ -89,59 +104,129 @@ def _time_value(text: str) -> float | str:
         return text  # an ISO time: the catalog parses it and names it if it cannot
 
 
-def _client(args: argparse.Namespace) -> CatalogClient:
-    return CatalogClient(catalog_base_url(load_settings(args.config)), api_token())
+def _rows(results: list[Any], target: str) -> list[tuple[Any, ...]]:
+    return [tuple(getattr(row, column) for column in COLUMNS[target]) for row in results]
 
 
 async def _search(args: argparse.Namespace) -> int:
+    from shared.cli.connect import client_for
+    from shared.cli.output import Output
+
     query = build_query(args.target, args.query, name_like=args.name_like, since=args.since, session=args.session)
-    page = await _client(args).post("/search", {"target": args.target, "query": query, "limit": args.limit})
+    if args.all and args.cursor:
+        raise SearchUsageError("--all starts at the first page; leave out --cursor (or --all)")
+    out = Output()
+    async with client_for(args) as client:
+        if args.all:
+            results = []
+            async for row in client.search_all(query, target=args.target, page_size=args.limit):
+                if args.json:
+                    out.json_line(row)
+                else:
+                    results.append(row)
+            if not args.json:
+                out.table(_rows(results, args.target), COLUMNS[args.target], numeric=NUMERIC)
+            return 0
+        page = await client.search(query, target=args.target, limit=args.limit, cursor=args.cursor)
     if args.json:
-        print_json(page)
+        out.json(page)
         return 0
-    print_table(page["results"], COLUMNS[args.target])
-    if page.get("next_cursor"):
-        print(f"(more than {args.limit} results: raise --limit, or page with --json and the cursor)")
+    out.table(_rows(page.results, args.target), COLUMNS[args.target], numeric=NUMERIC)
+    if page.next_cursor:
+        out.note(f"(more than {args.limit} results: raise --limit, add --all, or ask for the next page with "
+                 f"--cursor {page.next_cursor})")
     return 0
 
 
 async def _locate(args: argparse.Namespace) -> int:
-    answer = await _client(args).get(f"/files/{quote(args.name, safe='')}/instances")
+    from shared.cli.connect import client_for
+    from shared.cli.output import Output
+
+    async with client_for(args) as client:
+        answer = await client.locate(args.name)
+    out = Output()
     if args.json:
-        print_json(answer)
-    elif not answer["instances"]:
-        print(f"{args.name}: known, but no copy exists anywhere")
+        out.json(answer)
     else:
-        print_table(answer["instances"], ("site", "store", "path", "verified_at", "local"))
+        out.table([(i.site, i.store, i.path, i.verified_at, i.local) for i in answer.instances],
+                  ("site", "store", "path", "verified_at", "local"),
+                  empty=f"{args.name}: known, but no copy exists anywhere")
     return 0
 
 
-async def _sessions_list(args: argparse.Namespace) -> int:
-    params = {"limit": str(args.limit), **({"status": args.status} if args.status else {})}
-    answer = await _client(args).get("/sessions", params)
+async def _provenance(args: argparse.Namespace) -> int:
+    from shared.cli.connect import client_for
+    from shared.cli.output import Output
+
+    async with client_for(args) as client:
+        found = await client.provenance(args.name)
+    out = Output()
     if args.json:
-        print_json(answer)
+        out.json(found)
     else:
-        print_table(answer["results"], COLUMNS["sessions"])
+        print_provenance(out, found)
+    return 0
+
+
+def print_provenance(out: Output, found: FileProvenance) -> None:
+    """The file, what produced it and what was produced from it, for a person."""
+    file = found.file
+    out.record({key: getattr(file, key) for key in FILE_DETAILS})
+    out.line("")
+    producer = found.produced_by
+    if producer is None:
+        out.line("produced by: no pipeline job (raw data, or uploaded without provenance)")
+    else:
+        job = found.job
+        out.record({
+            "produced by run": producer.run, "job": producer.job, "workflow": producer.workflow,
+            "attempt": producer.attempt, "inputs": producer.inputs,
+            "run state": found.run.state if found.run else "(not known to this site's scheduler)",
+            "job log": job.attempts[-1].log_path if job and job.attempts else None,
+        })
+    out.line("")
+    out.table([(f.name, f.file_type, (f.produced_by or {}).get("run"), f.created_at) for f in found.derived],
+              ("produced from it", "file_type", "run", "created_at"), empty="produced from it: nothing yet")
+
+
+async def _sessions_list(args: argparse.Namespace) -> int:
+    from shared.cli.connect import client_for
+    from shared.cli.output import Output
+
+    async with client_for(args) as client:
+        sessions = await client.sessions(status=args.status, limit=args.limit)
+    out = Output()
+    if args.json:
+        out.json({"results": sessions})
+    else:
+        out.table(_rows(sessions, "sessions"), COLUMNS["sessions"], numeric=NUMERIC)
     return 0
 
 
 async def _sessions_show(args: argparse.Namespace) -> int:
-    session = await _client(args).get(f"/sessions/{quote(args.session_id, safe='')}")
+    from shared.cli.connect import client_for
+    from shared.cli.output import Output
+
+    async with client_for(args) as client:
+        session = await client.session(args.session_id)
+    out = Output()
     if args.json:
-        print_json(session)
+        out.json(session)
     else:
-        width = max(len(k) for k in session)
-        for key, value in session.items():
-            print(f"{key:<{width}}  {'' if value is None else value}")
+        out.record(session.model_dump())
     return 0
 
 
 async def _sessions_close(args: argparse.Namespace) -> int:
-    answer = await _client(args).post(f"/sessions/{quote(args.session_id, safe='')}/close")
+    from shared.cli.connect import client_for
+    from shared.cli.output import Output
+
+    async with client_for(args) as client:
+        answer = await client.close_session(args.session_id)
+    out = Output()
     if args.json:
-        print_json(answer)
+        out.json(answer)
     else:
-        print(f"session {answer['session_id']} closed at {answer['closed_at']} ({answer['files']} files);"
-              " its session.closed event is on its way")
+        out.line(f"session {answer.session_id} closed at {answer.closed_at.isoformat(timespec='seconds')} "
+                 f"({answer.files} files); its session.closed event is on its way")
     return 0

@@ -6,6 +6,8 @@ from typing import Any
 
 from services.catalog.reads import MAX_RECENT
 from services.catalog.search import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, search_targets
+from shared.api.base import component_schemas
+from shared.api.catalog import CATALOG_MODELS
 from shared.auth import Role
 from shared.http.openapi import (
     error_response,
@@ -18,28 +20,8 @@ from shared.http.openapi import (
 )
 from shared.http.openapi import openapi_document as shared_document
 
-_TIME = {"type": "string", "format": "date-time"}
-_NULLABLE_NUMBER = {"type": ["number", "null"]}
-
 _SCHEMAS: dict[str, Any] = {
-    "File": {"type": "object", "required": ["name", "size", "checksum", "file_type", "n_instances"], "properties": {
-        "name": {"type": "string"}, "size": {"type": "integer"}, "checksum": {"type": "string"},
-        "file_type": {"type": "string"}, "observation_id": {"type": ["string", "null"]},
-        "start_jd": _NULLABLE_NUMBER, "duration_s": _NULLABLE_NUMBER,
-        "origin_site": {"type": "string"}, "uploader": {"type": "string"}, "created_at": _TIME,
-        "produced_by": {"type": ["object", "null"]}, "n_instances": {"type": "integer"},
-        "instance_sites": {"type": "array", "items": {"type": "string"}}}},
-    "Instance": {"type": "object", "required": ["site", "store", "path", "local"], "properties": {
-        "site": {"type": "string"}, "store": {"type": "string"}, "path": {"type": "string"},
-        "verified_at": _TIME, "local": {"type": "boolean"}}},
-    "Observation": {"type": "object", "required": ["observation_id", "start_jd", "n_files", "files"], "properties": {
-        "observation_id": {"type": "string"}, "start_jd": {"type": "number"}, "duration_s": _NULLABLE_NUMBER,
-        "session_id": {"type": ["string", "null"]}, "n_files": {"type": "integer"},
-        "files": {"type": "array", "items": {"type": "string"}}}},
-    "Session": {"type": "object", "required": ["session_id", "start_jd", "end_jd", "status"], "properties": {
-        "session_id": {"type": "string"}, "start_jd": {"type": "number"}, "end_jd": {"type": "number"},
-        "n_observations": {"type": "integer"}, "last_seen_at": _TIME, "closed_at": {"type": ["string", "null"]},
-        "status": {"enum": ["open", "closed"]}, "n_files": {"type": "integer"}}},
+    **component_schemas(CATALOG_MODELS),
     "SearchRequest": {"type": "object", "additionalProperties": False, "properties": {
         "target": {"enum": search_targets(), "default": "files"},
         "query": {"type": ["object", "null"], "default": {},
@@ -48,9 +30,6 @@ _SCHEMAS: dict[str, Any] = {
         "cursor": {"type": ["string", "null"], "description": "next_cursor of the previous page"},
         "offset": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_OFFSET,
                    "description": "rows to skip (a cursor is faster; not both)"}}},
-    "SearchPage": {"type": "object", "required": ["results", "next_cursor"], "properties": {
-        "results": {"type": "array", "items": {"type": "object"}},
-        "next_cursor": {"type": ["string", "null"], "description": "set when the page is full"}}},
 }
 
 
@@ -63,42 +42,32 @@ def _count(name: str, description: str) -> dict[str, Any]:
     return query_param(name, description, {"type": "integer", "minimum": 1, "maximum": MAX_RECENT})
 
 
-def _results(item: str) -> dict[str, Any]:
-    return {"type": "object", "required": ["results"],
-            "properties": {"results": {"type": "array", "items": ref(item)}}}
-
-
 def openapi_document() -> dict[str, Any]:
     """The catalog's document: files, instances, observations, sessions, search (read-only) and closing (admin)."""
     bad_query = {"400": error_response("a query parameter is out of range; the message says which")}
     unknown = {"404": error_response("no file, observation or session of that name at this site")}
-    instances = {"type": "object", "required": ["file", "site", "instances"], "properties": {
-        "file": {"type": "string"}, "site": {"type": "string"},
-        "instances": {"type": "array", "items": ref("Instance")}}}
     status = query_param("status", "only open or only closed sessions", {"enum": ["open", "closed"]})
-    closed = {"type": "object", "required": ["session_id", "closed_at", "event_id", "files"], "properties": {
-        "session_id": {"type": "string"}, "closed_at": _TIME, "event_id": {"type": "string"},
-        "files": {"type": "integer"}}}
     name = path_param("name", "the file name", "zen.2459122.30000.sum.uvh5")
     session_id = path_param("session_id", "the start of its first observation", "2459122.30000")
     paths: dict[str, Any] = {
-        "/api/v1/files": _read("the most recently minted files", json_response("newest first", _results("File")),
+        "/api/v1/files": _read("the most recently minted files", json_response("newest first", ref("FileList")),
                                _count("recent", "how many (default 20)"), refusals=bad_query),
-        "/api/v1/files/{name}": _read("one file", json_response("the file", ref("File")), name, refusals=unknown),
+        "/api/v1/files/{name}": _read("one file", json_response("the file", ref("CatalogFile")), name,
+                                      refusals=unknown),
         "/api/v1/files/{name}/instances": _read(
-            "every copy of a file, at this site and the others", json_response("this site's copies first", instances),
-            name, refusals=unknown),
+            "every copy of a file, at this site and the others",
+            json_response("this site's copies first", ref("FileInstances")), name, refusals=unknown),
         "/api/v1/observations/{observation_id}": _read(
             "one observation and its files", json_response("the observation", ref("Observation")),
             path_param("observation_id", "the files' common prefix", "zen.2459122.30000"), refusals=unknown),
-        "/api/v1/sessions": _read("the latest observing sessions", json_response("newest first", _results("Session")),
+        "/api/v1/sessions": _read("the latest observing sessions", json_response("newest first", ref("SessionList")),
                                   status, _count("limit", "how many (default 100)"), refusals=bad_query),
         "/api/v1/sessions/{session_id}": _read(
             "one observing session", json_response("the session", ref("Session")), session_id, refusals=unknown),
         "/api/v1/sessions/{session_id}/close": {"post": operation(
             "close an open session now and emit its session.closed event (once)", role=Role.ADMIN,
             parameters=[session_id],
-            responses={"200": json_response("closed", closed), **unknown,
+            responses={"200": json_response("closed", ref("SessionClosure")), **unknown,
                        "409": error_response("already closed (already_closed), or it received an observation "
                                              "meanwhile (busy): try again")})},
         "/api/v1/search": {"post": operation(
@@ -106,7 +75,8 @@ def openapi_document() -> dict[str, Any]:
             body=json_body(ref("SearchRequest")),
             description="A search that cannot run is a 400 whose error has code `invalid_search` and `path`, the "
                         "clause at fault (e.g. `$.and[0].size`); see docs/catalog-search.md.",
-            responses={"200": json_response("one page", ref("SearchPage"))})},
+            responses={"200": json_response("one page: files, observations or sessions, as the target says",
+                                            ref("AnySearchPage"))})},
     }
     return shared_document(
         "catalog", "What exists, where, from which night: files, instances, observations, sessions.", paths, _SCHEMAS,

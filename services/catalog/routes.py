@@ -8,7 +8,9 @@ from services.catalog import reads
 from services.catalog.options import CatalogOptions
 from services.catalog.search import SearchError
 from services.catalog.session_closing import SessionAlreadyClosed, UnknownSession, close_session
+from shared.api.catalog import FileInstances, FileList, SessionClosure, SessionList
 from shared.events.types import SessionClosed
+from shared.http.answers import model_response
 from shared.http.auth import Role, requires
 from shared.http.body import json_object
 from shared.http.errors import json_error
@@ -51,14 +53,14 @@ class CatalogApi:
     async def file(self, request: web.Request) -> web.Response:
         """GET /files/{name}."""
         found = await reads.file_by_name(self._pool, request.match_info["name"])
-        return web.json_response(found) if found else _not_found("file", request.match_info["name"])
+        return model_response(found) if found else _not_found("file", request.match_info["name"])
 
     async def recent_files(self, request: web.Request) -> web.Response:
         """GET /files?recent=N."""
         count = _int_param(request, "recent", DEFAULT_RECENT, reads.MAX_RECENT)
         if isinstance(count, web.Response):
             return count
-        return web.json_response({"results": await reads.recent_files(self._pool, count)})
+        return model_response(FileList(results=await reads.recent_files(self._pool, count)))
 
     async def file_instances(self, request: web.Request) -> web.Response:
         """GET /files/{name}/instances: copies at this site first, then the others."""
@@ -66,13 +68,13 @@ class CatalogApi:
         instances = await reads.instances_of(self._pool, name, self._site)
         if not instances and await reads.file_by_name(self._pool, name) is None:
             return _not_found("file", name)
-        return web.json_response({"file": name, "site": self._site, "instances": instances})
+        return model_response(FileInstances(file=name, site=self._site, instances=instances))
 
     async def observation(self, request: web.Request) -> web.Response:
         """GET /observations/{observation_id}."""
         key = request.match_info["observation_id"]
         found = await reads.observation_by_id(self._pool, key)
-        return web.json_response(found) if found else _not_found("observation", key)
+        return model_response(found) if found else _not_found("observation", key)
 
     async def sessions(self, request: web.Request) -> web.Response:
         """GET /sessions?status=open|closed&limit=N."""
@@ -82,13 +84,13 @@ class CatalogApi:
         limit = _int_param(request, "limit", 100, reads.MAX_RECENT)
         if isinstance(limit, web.Response):
             return limit
-        return web.json_response({"results": await reads.list_sessions(self._pool, status, limit)})
+        return model_response(SessionList(results=await reads.list_sessions(self._pool, status, limit)))
 
     async def session(self, request: web.Request) -> web.Response:
         """GET /sessions/{session_id}."""
         key = request.match_info["session_id"]
         found = await reads.session_by_id(self._pool, key)
-        return web.json_response(found) if found else _not_found("session", key)
+        return model_response(found) if found else _not_found("session", key)
 
     async def close_session(self, request: web.Request) -> web.Response:
         """POST /sessions/{session_id}/close: close it now and emit session.closed."""
@@ -102,10 +104,10 @@ class CatalogApi:
         if event is None:  # only a sweep's conditional close returns None
             return json_error(409, "busy", f"session {session_id} received an observation; try again")
         payload = event.payload
-        return web.json_response({
-            "session_id": session_id, "closed_at": event.occurred_at.isoformat(), "event_id": str(event.event_id),
-            "files": len(payload.file_names) if isinstance(payload, SessionClosed) else 0,
-        })
+        return model_response(SessionClosure(
+            session_id=session_id, closed_at=event.occurred_at, event_id=str(event.event_id),
+            files=len(payload.file_names) if isinstance(payload, SessionClosed) else 0,
+        ))
 
     async def search(self, request: web.Request) -> web.Response:
         """POST /search {target, query, limit, cursor|offset}."""
@@ -117,7 +119,7 @@ class CatalogApi:
             page = await reads.run_search(self._pool, body, self._options.search_timeout_s)
         except SearchError as e:
             return web.json_response(e.to_dict(), status=400)
-        return web.json_response(page)
+        return model_response(page)
 
 
 def _not_found(kind: str, key: str) -> web.Response:

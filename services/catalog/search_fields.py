@@ -58,6 +58,12 @@ TEXT, INTEGER, REAL = FieldKind.TEXT, FieldKind.INTEGER, FieldKind.REAL
 TIMESTAMP, JULIAN_DATE = FieldKind.TIMESTAMP, FieldKind.JULIAN_DATE
 
 INSTANCE_COUNT_SQL = "(SELECT count(*) FROM instances i WHERE i.file_name = f.name)"
+# A product's inputs (produced_by.inputs: paths or names, as the job was given them), by file name. produced_by is
+# free-form for uploads outside a job, so anything but an array of inputs has none.
+PRODUCT_INPUTS_SQL = (
+    "EXISTS (SELECT 1 FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof(f.produced_by->'inputs') = 'array'"
+    " THEN f.produced_by->'inputs' END) AS pi(input) WHERE {condition})"
+)
 INSTANCE_AT_SQL = "EXISTS (SELECT 1 FROM instances i WHERE i.file_name = f.name AND i.site = {site})"
 
 FILE_FIELDS = _by_name(
@@ -78,6 +84,8 @@ FILE_FIELDS = _by_name(
     Field("uploader", "f.uploader", TEXT),
     Field("created_at", "f.created_at", TIMESTAMP),
     Field("instances", INSTANCE_COUNT_SQL, INTEGER),
+    Field("produced_by_run", "(f.produced_by->>'run')", TEXT),
+    Field("derived_from", "regexp_replace(pi.input, '^.*/', '')", TEXT, via=PRODUCT_INPUTS_SQL),
 )
 
 OBSERVATION_FIELDS = _by_name(

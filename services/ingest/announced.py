@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from services.ingest.ingester import DoneOnce, Ingester, Provenance, Transaction
+from services.ingest.ingester import DoneOnce, Ingester, Provenance, Transaction, caused_by_fields
 from services.ingest.minting import Claim, Refusal
 from services.ingest.options import IngestOptions
 from services.ingest.path_ingest import PathJob, default_name, ingest_paths
@@ -63,7 +63,8 @@ def announced_handler(ingester: Ingester, options: IngestOptions, waiting: Waiti
             elif isinstance(outcome, NoRoom):
                 waits[position] = (job.claim.name, outcome)
             elif isinstance(outcome, Refusal):
-                log.info("announced_observation_refused", path=job.source, code=outcome.code.value)
+                log.info("announced_observation_refused", path=job.source, code=outcome.code.value,
+                         **caused_by_fields(job.who.caused_by))
         settled = await waiting.wait_all([(*deliveries[p], *wait) for p, wait in waits.items()])
         for position, result in zip(waits, settled, strict=True):
             results[position] = result

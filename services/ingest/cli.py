@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import re
+import stat
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from yarl import URL
-
-from services.ingest.options import ingest_options
-from shared import credentials
-from shared.bus.publisher import ConfirmedPublisher
-from shared.client import ObsflowClient, job_provenance
+from shared.cli.commands import help_of
 from shared.errors import ConfigurationError
-from shared.events import new_event
-from shared.events.types import ObservationAnnounced
-from shared.safe_paths import split_beneath
-from shared.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from shared.api.ingest import IngestedFile
+    from shared.cli.output import Output
+    from shared.settings import Settings
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -31,19 +26,24 @@ HERA_SECONDS_PER_DAY = 86400.0
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `upload` and `simulate correlator`."""
-    upload = sub.add_parser("upload", help="upload a file or directory to this site (verified, then minted)")
+    upload = sub.add_parser(
+        "upload", help=help_of("upload"),
+        description="Upload a file (checksummed here, streamed, verified by the server, then minted; a progress bar "
+        "on a terminal when it takes more than a second) or a directory (the server copies it: it must lie beneath "
+        "one of the site's source roots). Inside a pipeline job the job's provenance goes with it.")
     upload.add_argument("path", type=Path)
     upload.add_argument("--name", help="the file's name at the site (default: the path's last component)")
     upload.add_argument("--type", dest="file_type", help="file type, e.g. uvh5 (default: the name's extension)")
     upload.add_argument("--md5", action="store_true", help="also compute and record an md5 checksum")
     upload.add_argument("--local", action="store_true",
                         help="the server reads PATH itself (shared filesystem; directories always do)")
-    upload.add_argument("--json", action="store_true", help="print the minted file as JSON")
+    upload.add_argument("--json", action="store_true", help="print the minted file as one JSON document")
     upload.add_argument("--url", help="the ingest service's URL (default: from the settings)")
-    upload.add_argument("--token", help="API token (default: $OBSFLOW_TOKEN; `obsflow accounts token NAME`)")
+    upload.add_argument("--token", help="API token (default: $OBSFLOW_TOKEN or ~/.config/obsflow/token; "
+                        "`obsflow accounts token NAME`)")
     upload.set_defaults(func=_upload)
 
-    simulate = sub.add_parser("simulate", help="simulate an instrument")
+    simulate = sub.add_parser("simulate", help=help_of("simulate"), description=help_of("simulate"))
     sim_sub = simulate.add_subparsers(dest="instrument", required=True, metavar="INSTRUMENT")
     correlator = sim_sub.add_parser("correlator", help="write HERA-like files and announce each one")
     correlator.add_argument("--dir", type=Path, help="where the correlator writes (default: the first of ingest's "
@@ -73,28 +73,40 @@ def _type_of(path: Path, explicit: str | None) -> str:
 
 
 async def _upload(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    url = args.url or f"http://{settings.http_host}:{settings.http_port('ingest')}"
-    token = args.token or os.environ.get("OBSFLOW_TOKEN")
+    import asyncio
+
+    from shared.cli.connect import client_for
+    from shared.cli.output import Output
+    from shared.client import LocalFileError, job_provenance
+
     path: Path = args.path
     file_type = _type_of(path, args.file_type)
-    async with ObsflowClient(url, token) as client:
-        if args.local or await asyncio.to_thread(path.is_dir):
-            document = await client.upload_local(path, file_type=file_type, name=args.name, md5=args.md5)
+    try:
+        is_directory = stat.S_ISDIR((await asyncio.to_thread(path.stat)).st_mode)
+    except OSError as e:  # said before anything else (a token, the service): the path is what is wrong
+        raise LocalFileError(f"cannot upload {path}: {e.strerror}; check the path") from None
+    produced_by = job_provenance()  # run, job and inputs when a pipeline step uploads its product
+    metadata = {"produced_by": produced_by} if produced_by else None
+    out = Output()
+    async with client_for(args, ingest_url=args.url) as client:
+        if args.local or is_directory:
+            with out.waiting(f"the ingest service is copying {path}"):
+                document = await client.upload_local(path, file_type=file_type, name=args.name, md5=args.md5,
+                                                     metadata=metadata)
         else:
-            produced_by = job_provenance()  # run, job and inputs when a pipeline step uploads its product
-            metadata = {"produced_by": produced_by} if produced_by else None
-            document = await client.upload(path, file_type=file_type, name=args.name, md5=args.md5, metadata=metadata)
-    _print_file(document, as_json=args.json)
+            with out.transfer(args.name or path.name) as progress:
+                document = await client.upload(path, file_type=file_type, name=args.name, md5=args.md5,
+                                               metadata=metadata, progress=progress)
+    _print_file(out, document, as_json=args.json)
     return 0
 
 
-def _print_file(document: dict[str, Any], *, as_json: bool) -> None:
+def _print_file(out: Output, document: IngestedFile, *, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(document, indent=2, sort_keys=True))
+        out.json(document)
         return
-    stores = ", ".join(i["store"] for i in document.get("instances", [])) or "no local instance"
-    print(f"{document['name']}: {document['size']} bytes, {document['checksum']} ({stores})")
+    stores = ", ".join(i.store for i in document.instances) or "no local instance"
+    out.line(f"{document.name}: {document.size} bytes, {document.checksum} ({stores})")
 
 
 def correlator_name(start_jd: float) -> str:
@@ -116,6 +128,9 @@ def write_observation(path: Path, size: int, seed: int) -> None:
 
 def _correlator_directory(settings: Settings, wanted: Path | None) -> Path:
     """Where the simulated correlator writes: `wanted`, or the first directory ingest reads from."""
+    from services.ingest.options import ingest_options
+    from shared.safe_paths import split_beneath
+
     roots = ingest_options(settings.service_options("ingest"), data_dir=settings.data_dir,
                            store_roots=[store.root for store in settings.stores]).source_roots
     if wanted is None:
@@ -131,6 +146,16 @@ def _correlator_directory(settings: Settings, wanted: Path | None) -> Path:
 
 
 async def _simulate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from yarl import URL
+
+    from shared import credentials
+    from shared.bus.publisher import ConfirmedPublisher
+    from shared.events import new_event
+    from shared.events.types import ObservationAnnounced
+    from shared.settings import load_settings
+
     settings = load_settings(args.config)
     directory = _correlator_directory(settings, args.dir)
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)

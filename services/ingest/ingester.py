@@ -45,6 +45,7 @@ from services.ingest.sources import copy_source
 from services.ingest.staging import StagingArea
 from services.ingest.storage import StoreSet
 from services.ingest.stores import NoRoom
+from shared.api.ingest import IngestedFile
 from shared.batching import Batcher
 from shared.bus import DoneOnce, Once, append_events
 from shared.events import Event, Payload
@@ -87,7 +88,7 @@ class Minted:
 
     name: str
     created: bool
-    document: dict[str, Any] | None = field(default=None, compare=False)
+    document: IngestedFile | None = field(default=None, compare=False)
 
 
 # NoRoom: no store could take the file (when announced, or at the mint): a condition to wait out, not a verdict.
@@ -101,6 +102,11 @@ class Provenance:
     uploader: str
     metadata: dict[str, Any] | None = None
     caused_by: Event | None = None
+
+
+def caused_by_fields(event: Event | None) -> dict[str, str]:
+    """The log fields naming the event an ingest answers (none for an HTTP upload)."""
+    return {} if event is None else {"event_id": str(event.event_id)}
 
 
 def algorithms_for(claim: Claim, want_md5: bool = False) -> tuple[str, ...]:
@@ -141,7 +147,8 @@ class Ingester:
         payload = IngestRejected(code=refusal.code.value, reason=refusal.reason, name=name, path=path,
                                  upload_id=upload_id)
         await append_events(conn, [self._make_event(payload, caused_by)])
-        log.info("ingest_rejected", code=refusal.code.value, name=name, path=path, reason=refusal.reason)
+        log.info("ingest_rejected", code=refusal.code.value, name=name, path=path, reason=refusal.reason,
+                 **caused_by_fields(caused_by))
 
     async def stage_copies(self, orders: Sequence[CopyOrder]) -> list[Staged | BaseException]:
         """Copy files or directories into staging in one pass each; each one's Staged, or the error it met.
@@ -261,12 +268,13 @@ class Ingester:
             await self.record_refusal(conn, verdict, name=claim.name, upload_id=staged.upload_id,
                                       caused_by=request.who.caused_by)
             return verdict
-        log.info("ingest_already_minted", name=claim.name, checksum=new.checksum)
+        log.info("ingest_already_minted", name=claim.name, checksum=new.checksum,
+                 **caused_by_fields(request.who.caused_by))
         return Minted(claim.name, created=False)
 
     async def _commit_fresh(
         self, conn: asyncpg.Connection, fresh: list[tuple[MintRequest, NewFile, datetime]]
-    ) -> tuple[list[Event], dict[str, dict[str, Any]]]:
+    ) -> tuple[list[Event], dict[str, IngestedFile]]:
         """Commit the new files into main (durable before the rows say so), insert instances; their events and
         their documents (as `file_document` would read them back)."""
         finals: dict[str, Path] = {}
@@ -278,7 +286,7 @@ class Ingester:
             conn, [(new.name, request.staged.store, str(finals[new.name]), new.size) for request, new, _ in fresh]
         )
         events: list[Event] = []
-        documents: dict[str, dict[str, Any]] = {}
+        documents: dict[str, IngestedFile] = {}
         for request, new, created_at in fresh:
             store, final_path, who = request.staged.store, str(finals[new.name]), request.who
             minted = FileMinted(
@@ -293,7 +301,9 @@ class Ingester:
             )
             events += [self._make_event(minted, who.caused_by), self._make_event(instance, who.caused_by)]
             documents[new.name] = file_document_of(new, created_at, [(store, final_path, new.size, verified[new.name])])
-            log.info("file_minted", name=new.name, size=new.size, store=store, uploader=new.uploader)
+            # Files of one batch are minted together: each line names its own cause, not the batch's first.
+            log.info("file_minted", name=new.name, size=new.size, store=store, uploader=new.uploader,
+                     **caused_by_fields(who.caused_by))
         return events, documents
 
     def _new_file(self, claim: Claim, staged: Staged, who: Provenance) -> NewFile:

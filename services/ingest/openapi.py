@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.api.base import component_schemas
+from shared.api.ingest import INGEST_MODELS
 from shared.auth import Role
 from shared.http.openapi import error_response, json_body, json_response, operation, path_param, ref
 from shared.http.openapi import openapi_document as shared_document
 
-_TIME = {"type": "string", "format": "date-time"}
 _NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._+-]*$", "maxLength": 255,
          "description": "one flat name: letters, digits, '.', '_', '+', '-', starting with a letter or digit, "
                         "without '..'"}
@@ -19,22 +20,7 @@ _SIZE = {"type": "integer", "minimum": 0, "description": "bytes; above the site'
 _METADATA = {"type": ["object", "null"], "description": "free-form, kept with the file's provenance"}
 
 _SCHEMAS: dict[str, Any] = {
-    "IngestedFile": {"type": "object", "required": ["name", "size", "checksum", "file_type", "instances"],
-                     "properties": {
-        "name": {"type": "string"}, "size": {"type": "integer"}, "checksum": {"type": "string"},
-        "md5": {"type": ["string", "null"]}, "file_type": {"type": "string"}, "is_directory": {"type": "boolean"},
-        "observation_id": {"type": ["string", "null"]}, "start_jd": {"type": ["number", "null"]},
-        "duration_s": {"type": ["number", "null"]}, "origin_site": {"type": "string"},
-        "uploader": {"type": "string"}, "created_at": _TIME,
-        "instances": {"type": "array", "items": {"type": "object", "required": ["store", "path", "size"],
-                                                 "properties": {"store": {"type": "string"}, "path": {"type": "string"},
-                                                                "size": {"type": "integer"}, "verified_at": _TIME}}}}},
-    "MintAnswer": {"type": "object", "required": ["file", "created"], "properties": {
-        "file": ref("IngestedFile"), "created": {"type": "boolean", "description": "false: it existed already"}}},
-    "UploadTicket": {"type": "object", "required": ["upload_id", "url", "method", "expires_at", "size", "checksum"],
-                     "properties": {
-        "upload_id": {"type": "string"}, "url": {"type": "string", "description": "PUT the bytes here"},
-        "method": {"const": "PUT"}, "expires_at": _TIME, "size": {"type": "integer"}, "checksum": {"type": "string"}}},
+    **component_schemas(INGEST_MODELS),
     "Announcement": {"type": "object", "required": ["name", "type", "size", "checksum"], "properties": {
         "name": _NAME, "type": _TYPE, "size": _SIZE, "checksum": _CHECKSUM, "metadata": _METADATA}},
     "LocalUpload": {"type": "object", "required": ["path", "type"], "properties": {
@@ -92,8 +78,7 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/files/{name}": {"get": operation(
             "a file minted at this site, with its local instances", role=Role.READ_ONLY,
             parameters=[path_param("name", "the file name", "zen.2459122.30000.sum.uvh5")],
-            responses={"200": json_response("the file", {"type": "object", "required": ["file"],
-                                                         "properties": {"file": ref("IngestedFile")}}),
+            responses={"200": json_response("the file", ref("FileAnswer")),
                        "404": error_response("no file of that name was minted at this site")})},
     }
     return shared_document(

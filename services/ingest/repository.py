@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from services.ingest.minting import Claim, ExistingFile
+from shared.api.ingest import IngestedFile, LocalInstance
 from shared.bus.dead_letters import record_dead_letter
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
@@ -136,7 +137,7 @@ async def insert_instances(conn: asyncpg.Connection, rows: list[tuple[str, str, 
     return {r["file_name"]: r["verified_at"] for r in recorded}
 
 
-async def file_document(db: Executor, name: str) -> dict[str, Any] | None:
+async def file_document(db: Executor, name: str) -> IngestedFile | None:
     """A file and its local instances as the HTTP API returns them."""
     async with _one_connection(db) as conn:
         row = await conn.fetchrow(
@@ -148,26 +149,20 @@ async def file_document(db: Executor, name: str) -> dict[str, Any] | None:
         instances = await conn.fetch(
             "SELECT store, path, size, verified_at FROM instances WHERE file_name = $1 ORDER BY store, path", name
         )
-    document = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in dict(row).items()}
-    document["instances"] = [_instance_document(r["store"], r["path"], r["size"], r["verified_at"]) for r in instances]
-    return document
+    return IngestedFile(**dict(row), instances=[LocalInstance(**dict(r)) for r in instances])
 
 
 def file_document_of(
     new: NewFile, created_at: datetime, instances: list[tuple[str, str, int, datetime]]
-) -> dict[str, Any]:
+) -> IngestedFile:
     """The document `file_document` reads back for a file just minted, from what minting it knew."""
-    return {
-        "name": new.name, "size": new.size, "checksum": new.checksum, "md5": new.md5, "file_type": new.file_type,
-        "is_directory": new.is_directory, "observation_id": new.observation_id, "start_jd": new.start_jd,
-        "duration_s": new.duration_s, "origin_site": new.origin_site, "uploader": new.uploader,
-        "created_at": created_at.isoformat(),
-        "instances": [_instance_document(*instance) for instance in sorted(instances)],
-    }
-
-
-def _instance_document(store: str, path: str, size: int, verified_at: datetime) -> dict[str, Any]:
-    return {"store": store, "path": path, "size": size, "verified_at": verified_at.isoformat()}
+    return IngestedFile(
+        name=new.name, size=new.size, checksum=new.checksum, md5=new.md5, file_type=new.file_type,
+        is_directory=new.is_directory, observation_id=new.observation_id, start_jd=new.start_jd,
+        duration_s=new.duration_s, origin_site=new.origin_site, uploader=new.uploader, created_at=created_at,
+        instances=[LocalInstance(store=store, path=path, size=size, verified_at=verified_at)
+                   for store, path, size, verified_at in sorted(instances)],
+    )
 
 
 @contextlib.asynccontextmanager

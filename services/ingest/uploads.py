@@ -28,8 +28,10 @@ from services.ingest.path_ingest import default_name, ingest_path
 from services.ingest.repository import PendingUpload, file_document, find_file, find_upload
 from services.ingest.staging import StagingArea
 from services.ingest.stores import NoRoom
+from shared.api.ingest import FileAnswer, MintAnswer, UploadTicket
 from shared.auth import Principal, Role
 from shared.errors import PermanentError
+from shared.http.answers import model_response
 from shared.http.auth import principal_of, requires
 from shared.http.body import json_object, read_chunk
 from shared.http.errors import HttpRefusal, json_error
@@ -73,12 +75,14 @@ async def _respond(ingester: Ingester, outcome: Outcome) -> web.Response:
     if isinstance(outcome, NoRoom):
         return _refused(_no_store(outcome))
     document = outcome.document or await file_document(ingester.pool, outcome.name)
-    return web.json_response({"file": document, "created": outcome.created}, status=201 if outcome.created else 200)
+    if document is None:  # minted, so it exists: only a bug could get here
+        raise RuntimeError(f"{outcome.name} was minted but cannot be read back")
+    return model_response(MintAnswer(file=document, created=outcome.created), status=201 if outcome.created else 200)
 
 
-def _upload_answer(upload: PendingUpload) -> dict[str, Any]:
-    return {"upload_id": upload.upload_id, "url": f"/api/v1/uploads/{upload.upload_id}", "method": "PUT",
-            "expires_at": upload.expires_at.isoformat(), "size": upload.size, "checksum": upload.checksum}
+def _upload_answer(upload: PendingUpload) -> UploadTicket:
+    return UploadTicket(upload_id=upload.upload_id, url=f"/api/v1/uploads/{upload.upload_id}", method="PUT",
+                        expires_at=upload.expires_at, size=upload.size, checksum=upload.checksum)
 
 
 async def announce_upload(ingester: Ingester, request: web.Request) -> web.StreamResponse:
@@ -105,7 +109,7 @@ async def announce_upload(ingester: Ingester, request: web.Request) -> web.Strea
     if isinstance(reserved, NoRoom):
         return _refused(await ingester.refuse(tx, _no_store(reserved), name=claim.name))
     upload, created = reserved
-    return web.json_response(_upload_answer(upload), status=201 if created else 200)
+    return model_response(_upload_answer(upload), status=201 if created else 200)
 
 
 def _no_store(room: NoRoom) -> Refusal:
@@ -264,7 +268,7 @@ async def get_file(ingester: Ingester, request: web.Request) -> web.StreamRespon
     document = await file_document(ingester.pool, request.match_info["name"])
     if document is None:
         return json_error(404, "not_found", f"no file named {request.match_info['name']!r} was minted at this site")
-    return web.json_response({"file": document})
+    return model_response(FileAnswer(file=document))
 
 
 IngestHandler = Callable[[Ingester, web.Request], Awaitable[web.StreamResponse]]

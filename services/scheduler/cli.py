@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.scheduler.cli_runs import register_run_commands
-from services.scheduler.workflow import DEFAULT_NIGHT_GAP_DAYS, PlannedJob, WorkflowError, load_workflow, plan_workflow
+from services.scheduler.workflow import DEFAULT_NIGHT_GAP_DAYS
+from shared.cli.commands import help_of
+
+if TYPE_CHECKING:
+    from services.scheduler.workflow import PlannedJob
+    from shared.cli.output import Output
+
+PLAN_COLUMNS = ("action", "primary file", "files", "waits for", "queue", "mem MB", "ncpu", "args")
 
 
 def register(subparsers: Any) -> None:
     """Add the `workflow` command (plan, register, run, runs, status, retry) to the obsflow command line."""
-    workflow = subparsers.add_parser("workflow", help="plan, register and run hera_opm workflows")
-    commands = workflow.add_subparsers(dest="workflow_command", required=True)
+    workflow = subparsers.add_parser("workflow", help=help_of("workflow"), description=help_of("workflow"))
+    commands = workflow.add_subparsers(dest="workflow_command", required=True, metavar="SUBCOMMAND")
     plan = commands.add_parser("plan", help="show the jobs a workflow config makes for a list of files")
     plan.add_argument("config", help="hera_opm TOML workflow config")
     plan.add_argument("files", nargs="*", metavar="FILE", help="input files (any order, one or more nights)")
@@ -35,16 +41,20 @@ def register(subparsers: Any) -> None:
 
 def run_plan(args: argparse.Namespace) -> int:
     """Plan the workflow over the given files and print it; 2 with a message on stderr if it cannot."""
+    from services.scheduler.workflow import WorkflowError, load_workflow, plan_workflow
+    from shared.cli.output import Output
+
     try:
         files = list(args.files) + _files_from(args.files_from)
         jobs = plan_workflow(load_workflow(Path(args.config)), files, night_gap_days=args.night_gap)
     except (WorkflowError, OSError) as error:
         print(f"obsflow workflow plan: {error}", file=sys.stderr)
         return 2
+    out = Output()
     if args.json:
-        print(json.dumps({"jobs": [job.to_dict() for job in jobs]}, indent=1))
+        out.json({"jobs": [job.to_dict() for job in jobs]})
     else:
-        print(format_table(jobs))
+        print_plan(out, jobs)
     return 0
 
 
@@ -55,27 +65,20 @@ def _files_from(source: str | None) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def format_table(jobs: list[PlannedJob]) -> str:
-    """A readable table of jobs: one line each, files and prereqs counted, args in full."""
-    header = ("ACTION", "PRIMARY FILE", "FILES", "WAITS FOR", "QUEUE", "MEM MB", "NCPU", "ARGS")
-    rows = [header]
-    for job in jobs:
-        primary = os.path.basename(job.primary_file) if job.primary_file else "-"
-        rows.append(
-            (
-                job.action,
-                primary,
-                str(len(job.files)),
-                str(len(job.prereqs)),
-                job.queue,
-                str(job.mem_mb),
-                "-" if job.ncpu is None else str(job.ncpu),
-                " ".join(os.path.basename(arg) if arg.startswith("/") else arg for arg in job.args),
-            )
+def print_plan(out: Output, jobs: list[PlannedJob]) -> None:
+    """A readable table of jobs: one line each, files and prereqs counted, args in full; then the count."""
+    rows = [
+        (
+            job.action,
+            os.path.basename(job.primary_file) if job.primary_file else "-",
+            len(job.files),
+            len(job.prereqs),
+            job.queue,
+            job.mem_mb,
+            "-" if job.ncpu is None else job.ncpu,
+            " ".join(os.path.basename(arg) if arg.startswith("/") else arg for arg in job.args),
         )
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header) - 1)]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows
+        for job in jobs
     ]
-    lines.append(f"{len(jobs)} jobs")
-    return "\n".join(line.rstrip() for line in lines)
+    out.table(rows, PLAN_COLUMNS, numeric=("files", "waits for", "mem MB", "ncpu"), empty="(no jobs)")
+    out.line(f"{len(jobs)} jobs")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import asyncpg
 from aiohttp import web
@@ -16,13 +16,23 @@ from services.scheduler.runs.matching import check_match
 from services.scheduler.runs.options import SchedulerOptions
 from services.scheduler.runs.planning import check_workflow, plan_run
 from services.scheduler.runs.views import run_detail, run_summaries
+from shared.api.scheduler import (
+    RunList,
+    RunRetried,
+    RunStarted,
+    Trigger,
+    Workflow,
+    WorkflowList,
+    WorkflowRegistered,
+)
 from shared.errors import PermanentError
+from shared.http.answers import model_response
 from shared.http.auth import Role, principal_of, requires
 from shared.http.body import json_object
 from shared.http.errors import json_error
 from shared.service import ServiceContext
 
-TRIGGERS = ("file.minted", "session.closed", "manual")
+TRIGGERS: tuple[str, ...] = get_args(Trigger)
 
 
 class BadRequest(PermanentError):
@@ -95,16 +105,13 @@ class SchedulerApi:
             return json_error(400, e.code, str(e))
         async with self.pool.acquire() as conn:
             await repository.register_workflow(conn, name, config.source_text, config.sha256, trigger, match, backend)
-        return web.json_response(
-            {"name": name, "trigger": trigger, "backend": backend, "config_sha256": config.sha256}, status=201
-        )
+        registered = {"name": name, "trigger": trigger, "backend": backend, "config_sha256": config.sha256}
+        return model_response(WorkflowRegistered.model_validate(registered), status=201)
 
     async def list_workflows(self, _request: web.Request) -> web.Response:
         """GET /workflows."""
         rows = await repository.list_workflows(self.pool)
-        for row in rows:
-            row["registered_at"] = row["registered_at"].isoformat()
-        return web.json_response({"workflows": rows})
+        return model_response(WorkflowList(workflows=[Workflow(**row) for row in rows]))
 
     async def start_run(self, request: web.Request) -> web.Response:
         """POST /runs {workflow? | config_text, files, backend?}."""
@@ -129,7 +136,7 @@ class SchedulerApi:
         async with self.pool.acquire() as conn, conn.transaction():
             await repository.insert_run(conn, run, None)
         self.dispatcher.wakeup.set()
-        return web.json_response({"run_id": run.run_id, "jobs": len(run.jobs), "workdir": run.workdir}, status=201)
+        return model_response(RunStarted(run_id=run.run_id, jobs=len(run.jobs), workdir=run.workdir), status=201)
 
     async def list_runs(self, request: web.Request) -> web.Response:
         """GET /runs?limit=N (newest first)."""
@@ -137,14 +144,14 @@ class SchedulerApi:
             limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
         except ValueError as e:
             raise BadRequest("limit must be a whole number") from e
-        return web.json_response({"runs": await run_summaries(self.pool, limit)})
+        return model_response(RunList(runs=await run_summaries(self.pool, limit)))
 
     async def show_run(self, request: web.Request) -> web.Response:
         """GET /runs/{id}: jobs with states and last errors, and provenance."""
         detail = await run_detail(self.pool, request.match_info["run_id"])
         if detail is None:
             return json_error(404, "not_found", f"no run {request.match_info['run_id']!r}; see GET /api/v1/runs")
-        return web.json_response(detail)
+        return model_response(detail)
 
     async def retry_run(self, request: web.Request) -> web.Response:
         """POST /runs/{id}/retry {failed_only}: start a new round for failed (or all ended) jobs."""
@@ -159,4 +166,4 @@ class SchedulerApi:
             rounds = reset_round(await repository.run_facts(conn, run_id), failed_only)
             await repository.reopen_run(conn, run_id, rounds)
         self.dispatcher.wakeup.set()
-        return web.json_response({"run_id": run_id, "restarted_jobs": sorted(rounds)})
+        return model_response(RunRetried(run_id=run_id, restarted_jobs=sorted(rounds)))

@@ -3,53 +3,33 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
-import re
-from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import aio_pika
-import aiormq
-from aio_pika.abc import AbstractIncomingMessage
+from shared.cli.commands import help_of
 
-from shared import credentials
-from shared.bus.messages import marker_of
-from shared.bus.patterns import topic_matches
-from shared.bus.topology import Topology
-from shared.errors import BrokerUnavailable, ConfigurationError, MalformedEvent
-from shared.events import Event, decode_event
-from shared.settings import load_settings
-
-_INTERVAL = re.compile(r"^\d+[smhDMY]$")
+if TYPE_CHECKING:
+    from shared.events import Event
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `events tail`."""
-    events = sub.add_parser("events", help="follow the event log")
+    events = sub.add_parser("events", help=help_of("events"), description=help_of("events"))
     events_sub = events.add_subparsers(dest="events_command", required=True, metavar="SUBCOMMAND")
-    tail = events_sub.add_parser("tail", help="print events whose routing key matches PATTERN")
+    tail = events_sub.add_parser(
+        "tail", help="print events whose routing key matches PATTERN",
+        description="Print the site's events whose routing key matches PATTERN as they happen, or from a point in "
+        "the log (--from) and then as they happen, until --limit events or Ctrl-C (exit status 130). Connects as "
+        "the site's reader account (`obsflow setup` creates it).",
+    )
     tail.add_argument("pattern", help="topic pattern, e.g. '*.file.minted.#' or 'karoo.job.failed.XRFI'")
     tail.add_argument(
         "--from", dest="start", default=None,
         help="replay the log from 'first', 'last', an ISO time (2026-11-21T18:00:00Z) or an interval (2h, 1D)",
     )
     tail.add_argument("--limit", type=int, default=None, help="stop after this many events")
-    tail.add_argument("--json", action="store_true", help="one full JSON event per line")
+    tail.add_argument("--json", action="store_true", help="one full JSON event per line (JSON lines)")
     tail.set_defaults(func=_tail)
-
-
-def stream_start(text: str) -> str | datetime:
-    """The `x-stream-offset` for a --from value, or a clear error."""
-    if text in ("first", "last", "next") or _INTERVAL.match(text):
-        return text
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigurationError(
-            f"--from {text!r} is not 'first', 'last', an ISO time or an interval like 2h"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def format_event(event: Event, as_json: bool) -> str:
@@ -61,51 +41,31 @@ def format_event(event: Event, as_json: bool) -> str:
 
 
 async def _tail(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    topology = Topology.from_settings(settings.bus)
-    start = stream_start(args.start) if args.start else None
+    from shared import credentials
+    from shared.cli.output import Output
+    from shared.client.events import InvalidStart, Subscription, stream_start
+    from shared.errors import ConfigurationError
+    from shared.settings import load_settings
+
     try:
-        connection = await aio_pika.connect(credentials.amqp_url(settings, "reader"))
-    except (aio_pika.exceptions.AMQPError, OSError) as e:
-        raise BrokerUnavailable(f"cannot reach RabbitMQ: {e}; is it running? (make services)") from e
-    done = asyncio.Event()
+        start = stream_start(args.start) if args.start is not None else None
+    except InvalidStart as e:
+        raise ConfigurationError(f"--from {e}") from None
+    if args.limit is not None and args.limit < 1:
+        raise ConfigurationError(f"--limit is a number of events, 1 or more; got {args.limit}")
+    settings = load_settings(args.config)
+    out = Output()
+
+    def malformed(routing_key: str, reason: str) -> None:
+        out.note(f"(malformed message on {routing_key}: {reason})")
+
     printed = 0
-
-    async def on_message(message: AbstractIncomingMessage) -> None:
-        nonlocal printed
-        await message.ack()
-        if done.is_set() or marker_of(message) is not None:
-            return
-        if start is not None and not topic_matches(args.pattern, message.routing_key or ""):
-            return
-        try:
-            event = decode_event(message.body, max_bytes=settings.bus.max_event_bytes)
-        except MalformedEvent as e:
-            print(f"(malformed message on {message.routing_key}: {e})", flush=True)
-            return
-        print(format_event(event, args.json), flush=True)
-        printed += 1
-        if args.limit is not None and printed >= args.limit:
-            done.set()
-
-    async with connection:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=200)
-        try:
-            if start is None:
-                queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-                await queue.bind(topology.events_exchange, routing_key=args.pattern)
-                await queue.consume(on_message)
-            else:
-                stream = await channel.get_queue(topology.log_stream, ensure=False)
-                await stream.consume(on_message, arguments={"x-stream-offset": start})
-        except aiormq.exceptions.ChannelNotFoundEntity as e:
-            raise ConfigurationError(
-                f"this site's bus ({topology.events_exchange}, {topology.log_stream}) does not exist yet; start the "
-                "services once (make up) or check OBSFLOW_BUS__PREFIX"
-            ) from e
-        except aio_pika.exceptions.AMQPError as e:
-            raise BrokerUnavailable(f"RabbitMQ refused the subscription: {e}") from e
-        with contextlib.suppress(asyncio.CancelledError):
-            await done.wait()
+    async with Subscription(credentials.amqp_url(settings, "reader"), settings.bus.prefix, args.pattern,
+                            start=start, max_event_bytes=settings.bus.max_event_bytes,
+                            on_malformed=malformed) as events:
+        async for event in events:
+            out.line(format_event(event, args.json))
+            printed += 1
+            if args.limit is not None and printed >= args.limit:
+                break
     return 0

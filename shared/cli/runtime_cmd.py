@@ -3,38 +3,39 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
-import structlog
+from shared.cli.commands import help_of
+from shared.service_names import SERVICES
 
-from shared.bus.backoff import Backoff
-from shared.credentials import own_credentials
-from shared.logging import configure_logging
-from shared.provision.site import setup_site
-from shared.runner import ServiceRunner, load_spec
-from shared.settings import SERVICES, load_settings
+if TYPE_CHECKING:
+    import asyncio
 
-log = structlog.get_logger()
 HEALTHY_RUN_S = 300.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the runtime commands."""
-    up = sub.add_parser("up", help="run every service, each in its own supervised process, logs merged")
+    up = sub.add_parser("up", help=help_of("up"), description=help_of("up"))
     up.add_argument("--only", nargs="+", choices=SERVICES, help="run only these services")
     up.set_defaults(func=_up)
-    one = sub.add_parser("service", help="run one service in this process")
+    one = sub.add_parser("service", help=help_of("service"), description=help_of("service"))
     one.add_argument("name", choices=SERVICES)
     one.set_defaults(func=_service)
-    replay = sub.add_parser("replay", help="rebuild a service's projection from the start of the log")
+    replay = sub.add_parser("replay", help=help_of("replay"), description=help_of("replay") + " (with the "
+                            "service stopped)")
     replay.add_argument("name", choices=SERVICES)
     replay.set_defaults(func=_replay)
 
 
 async def _service(args: argparse.Namespace) -> int:
+    from shared.logging import configure_logging
+    from shared.runner import ServiceRunner, load_spec
+    from shared.settings import load_settings
+
     settings = load_settings(args.config)
     configure_logging(args.name, settings.site, settings.log_format, settings.log_level)
     runner = ServiceRunner(load_spec(args.name), settings)
@@ -43,6 +44,10 @@ async def _service(args: argparse.Namespace) -> int:
 
 
 async def _replay(args: argparse.Namespace) -> int:
+    from shared.logging import configure_logging
+    from shared.runner import ServiceRunner, load_spec
+    from shared.settings import load_settings
+
     settings = load_settings(args.config)
     configure_logging("replay", settings.site, settings.log_format, settings.log_level)
     runner = ServiceRunner(load_spec(args.name), settings, http=False)
@@ -61,6 +66,16 @@ async def _replay(args: argparse.Namespace) -> int:
 
 
 async def _up(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import structlog
+
+    from shared.credentials import own_credentials
+    from shared.logging import configure_logging
+    from shared.provision.site import setup_site
+    from shared.settings import load_settings
+
+    log = structlog.get_logger()
     settings = load_settings(args.config)
     configure_logging("supervisor", settings.site, settings.log_format, settings.log_level)
     stop = asyncio.Event()
@@ -81,6 +96,13 @@ async def _up(args: argparse.Namespace) -> int:
 
 async def _supervise(name: str, config: list[str], stop: asyncio.Event, grace_s: float) -> None:
     """Run `obsflow service NAME` in a child process; restart it with backoff whenever it dies."""
+    import asyncio
+
+    import structlog
+
+    from shared.bus.backoff import Backoff
+
+    log = structlog.get_logger()
     backoff = Backoff(base_s=0.5, cap_s=30.0)
     loop = asyncio.get_running_loop()
     while not stop.is_set():

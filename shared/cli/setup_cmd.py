@@ -5,18 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shared.credentials import credentials_dir, own_credentials
+from shared.cli.commands import help_of
 from shared.errors import ConfigurationError
-from shared.provision.broker import BrokerApi
-from shared.provision.site import setup_site
-from shared.settings import load_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the setup command."""
     setup = sub.add_parser(
-        "setup", help="create or update each service's database role and broker user, and the site's bus",
-        description="Idempotent. Passwords are generated once into the credentials directory (mode 0600). "
+        "setup", help=help_of("setup"),
+        description=help_of("setup").capitalize() + ". Idempotent. Passwords are generated once into the "
+        "credentials directory (mode 0600). "
         "Needs a database administrator (--admin-database-url, default: user postgres on the configured server) "
         "and, unless --broker-definitions is given, rabbitmqctl on this host (run it as root on the broker's host).",
     )
@@ -35,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 async def _setup(args: argparse.Namespace) -> int:
+    from shared.credentials import credentials_dir, own_credentials
+    from shared.provision.broker import BrokerApi
+    from shared.provision.site import setup_site
+    from shared.settings import load_settings
+
     settings = load_settings(args.config)
     if not own_credentials(settings):
         print("obsflow setup: OBSFLOW_DATABASE_URL or OBSFLOW_AMQP_URL names an account of its own, which every "

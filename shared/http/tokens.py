@@ -13,10 +13,12 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
+from shared.api.accounts import TokenIssued
 from shared.auth import issue_token
 from shared.auth.accounts import AccountError, Accounts, valid_account_name
 from shared.auth.passwords import PasswordChecker, PasswordChecksBusy
 from shared.auth.secrets import SiteSecret
+from shared.http.answers import model_response
 from shared.http.body import json_object
 from shared.http.errors import HttpRefusal, json_error
 from shared.ratelimit import SlidingWindow, retry_after_header
@@ -75,11 +77,9 @@ class TokenEndpoint:
         for window, key in keys:
             window.unmark(key)
         token = issue_token(self._secret.value, principal, self._settings.token_ttl_s)
-        return web.json_response(
-            {"token": token, "account": principal.account, "role": principal.role.label,
-             "expires_in_s": self._settings.token_ttl_s},
-            status=201,
-        )
+        issued = TokenIssued(token=token, account=principal.account, role=principal.role.label,
+                             expires_in_s=self._settings.token_ttl_s)
+        return model_response(issued, status=201)
 
 
 def token_routes(settings: Settings, pool: asyncpg.Pool, secret: SiteSecret,

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from services.catalog.api_client import CatalogRequestError
 from services.catalog.cli import SearchUsageError, build_query
 from shared.auth import Role
 from shared.cli.main import build_parser
+from shared.client import ClientError, ServerUnavailable
 from tests.catalog.catalog_harness import (
     NIGHT_1,
     NIGHT_2,
@@ -42,10 +42,19 @@ def test_shorthand_flags_are_anded_with_the_json_query() -> None:
 
 async def run(capsys, *argv: str) -> tuple[int, str]:
     capsys.readouterr()  # the in-process service logs to the same stdout: keep only the command's output
-    args = build_parser().parse_args(list(argv))
+    args = build_parser(argv[0]).parse_args(list(argv))
     result = args.func(args)
     code = await result if inspect.isawaitable(result) else result
     return code, capsys.readouterr().out
+
+
+async def run_with_notes(capsys, *argv: str) -> tuple[int, str, str]:
+    """The command's exit code, standard output and standard error (notes for the person)."""
+    capsys.readouterr()
+    args = build_parser(argv[0]).parse_args(list(argv))
+    code = await args.func(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def printed_json(out: str) -> dict:
@@ -72,8 +81,14 @@ async def test_cli_commands(settings, amqp, monkeypatch, capsys) -> None:
             code, out = await run(capsys, "search", "--name-like", "zen.%", "--since", str(NIGHT_2))
             lines = [line for line in out.splitlines() if not line.startswith("20")]  # not log lines
             assert code == 0 and lines[0].split()[:2] == ["NAME", "SIZE"] and len(lines) == 3
-            code, out = await run(capsys, "search", "--target", "sessions", "--limit", "1")
-            assert code == 0 and f"{NIGHT_1:.5f}" in out and "more than 1 results" in out
+            code, out, err = await run_with_notes(capsys, "search", "--target", "sessions", "--limit", "1")
+            assert code == 0 and f"{NIGHT_1:.5f}" in out and "more than 1 results" in err and "--cursor" in err
+            cursor = err.split("--cursor ")[1].split(")")[0]
+            code, out = await run(capsys, "search", "--target", "sessions", "--limit", "1", "--cursor", cursor)
+            assert code == 0 and f"{NIGHT_2:.5f}" in out and f"{NIGHT_1:.5f}" not in out
+            code, out = await run(capsys, "search", "--all", "--limit", "3", "--json", "--name-like", "zen.%")
+            names = [json.loads(line)["name"] for line in out.splitlines() if line.startswith('{"')]
+            assert code == 0 and names == sorted(f.payload.name for f in files)  # type: ignore[attr-defined]
             code, out = await run(capsys, "locate", name)
             assert code == 0 and "nrao" in out and "/data/x" in out
             code, out = await run(capsys, "sessions", "close", f"{NIGHT_1:.5f}")
@@ -83,14 +98,14 @@ async def test_cli_commands(settings, amqp, monkeypatch, capsys) -> None:
             code, out = await run(capsys, "sessions", "show", f"{NIGHT_2:.5f}")
             assert code == 0 and "status" in out and "open" in out
 
-            with pytest.raises(CatalogRequestError, match=r"invalid search at \$\.size"):
+            with pytest.raises(ClientError, match=r"at \$\.size\[\"\>\"\] \(400 invalid_search\)"):
                 await run(capsys, "search", '{"size": {">": "big"}}')
-            with pytest.raises(CatalogRequestError, match="already been closed|was closed"):
+            with pytest.raises(ClientError, match="already been closed|was closed"):
                 await run(capsys, "sessions", "close", f"{NIGHT_1:.5f}")
             monkeypatch.setenv("OBSFLOW_TOKEN", token(settings, Role.READ_ONLY))
-            with pytest.raises(CatalogRequestError, match="needs admin"):
+            with pytest.raises(ClientError, match="needs admin"):
                 await run(capsys, "sessions", "close", f"{NIGHT_2:.5f}")
-        with pytest.raises(CatalogRequestError, match="cannot reach the catalog"):
+        with pytest.raises(ServerUnavailable, match="cannot reach the catalog service"):
             await run(capsys, "sessions", "list")
     finally:
         await delete_topology(settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Sequence
 
 import pytest
@@ -183,3 +184,21 @@ async def test_an_item_submitted_as_the_last_runner_finishes_is_still_run() -> N
     async with asyncio.timeout(1):
         assert await batcher.submit(2) == 20
     assert await first == 10
+
+
+async def test_a_batch_runs_in_the_batchers_context_not_its_first_callers() -> None:
+    caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="nobody")
+    seen: list[str] = []
+
+    async def run(items: list[str]) -> Sequence[str]:
+        seen.append(caller.get())
+        return items
+
+    batcher: Batcher[str, str] = Batcher(run)
+
+    async def submit_as(name: str) -> str:
+        caller.set(name)  # a delivery's own bindings (its event id, in the services)
+        return await batcher.submit(name)
+
+    assert await asyncio.gather(submit_as("first"), submit_as("second")) == ["first", "second"]
+    assert seen == ["nobody"]  # one batch for both, labelled by neither

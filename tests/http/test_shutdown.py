@@ -65,7 +65,7 @@ async def test_stop_finishes_within_the_grace_whatever_clients_do(ingest: Servic
         await _open(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "),  # headers that never end
         await _open(port, b"POST /api/v1/uploads HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + auth
                     + b"Content-Length: 500\r\n\r\n" + b'{"name": "zen.'),  # a JSON body that stops
-        await _open(port, f"PUT {upload['url']} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n".encode()
+        await _open(port, f"PUT {upload.url} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n".encode()
                     + auth + b"\r\n" + data[:300]),  # an upload that stops
     ]
     server = ingest._http_runner.server  # type: ignore[union-attr]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import xxhash
 
 from shared.runner import ServiceRunner
@@ -248,3 +249,20 @@ async def test_one_burst_of_good_bad_and_repeated_announcements_gives_each_its_o
     assert duplicates == 1
     assert {p.name: p.read_bytes() for p in (store_root / "main").iterdir()} == contents
     assert staged_entries(store_root) == []
+
+
+async def test_each_file_minted_line_of_a_batch_carries_its_own_announcements_event_id(
+    ingest: ServiceRunner, settings, amqp, src: Path
+) -> None:
+    events = []
+    for i in range(40):
+        data = f"observation {i}".encode()
+        path = write_file(src / "batch" / f"zen.2459123.{30000 + i:05d}.sum.uvh5", data)
+        events.append(announcement(path, site=settings.site))
+    by_name = {Path(e.payload.path).name: str(e.event_id) for e in events}  # type: ignore[attr-defined]
+    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        await announce(amqp, settings, *events)  # published at once: handled in batches of several
+        await _drain(ingest)
+    lines = [entry for entry in logs if entry["event"] == "file_minted"]
+    assert sorted(line["name"] for line in lines) == sorted(by_name)
+    assert {line["name"]: line.get("event_id") for line in lines} == by_name

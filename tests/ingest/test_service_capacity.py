@@ -17,6 +17,7 @@ import pytest
 import xxhash
 
 from services.ingest.service import SPEC
+from shared.api.ingest import UploadTicket
 from shared.auth import Principal, Role, issue_token
 from shared.client import ClientError, ObsflowClient
 from shared.runner import ServiceRunner
@@ -76,14 +77,14 @@ async def test_two_uploads_that_fit_only_one_at_a_time_get_one_place(settings, t
             *(client.announce(_name(i), len(data), _xxh3(data), "uvh5") for i, data in enumerate(files)),
             return_exceptions=True,
         )
-        placed = [a for a in answers if isinstance(a, dict)]
+        placed = [a for a in answers if isinstance(a, UploadTicket)]
         refused = [a for a in answers if isinstance(a, ClientError)]
         assert len(placed) == 1 and len(refused) == 1, answers
         assert (refused[0].status, refused[0].code) == (507, "no_store")
         assert "has room for 50000 bytes" in str(refused[0])
         winner = files[answers.index(placed[0])]
-        sent = await client.send(placed[0]["url"], tmp_path / "unused", len(winner), body=winner)
-        assert sent["created"] is True
+        sent = await client.send(placed[0].url, tmp_path / "unused", len(winner), body=winner)
+        assert sent.created is True
         with pytest.raises(ClientError) as still:  # minted bytes count as the reservation did
             await client.announce(_name(7), 100 * KB, _xxh3(b"x"), "uvh5")
         assert still.value.status == 507
@@ -133,8 +134,8 @@ async def test_reservations_are_honoured_across_a_restart(settings, tmp_path: Pa
         with pytest.raises(ClientError) as refused:
             await client.announce(_name(1), len(second), _xxh3(second), "uvh5")
         assert refused.value.status == 507
-        sent = await client.send(pending["url"], tmp_path / "unused", len(first), body=first)
-        assert sent["created"] is True
+        sent = await client.send(pending.url, tmp_path / "unused", len(first), body=first)
+        assert sent.created is True
 
 
 async def test_room_a_crashed_copy_had_reserved_is_free_again_at_start(settings, tmp_path: Path) -> None:
@@ -159,8 +160,8 @@ async def test_room_a_crashed_copy_had_reserved_is_free_again_at_start(settings,
     async with running_ingest(options) as ingest, _client(ingest) as client:
         assert staged_entries(store) == []
         pending = await client.announce(_name(0), len(data), _xxh3(data), "uvh5")  # 507 if 120 KB were still held
-        sent = await client.send(pending["url"], tmp_path / "unused", len(data), body=data)
-        assert sent["created"] is True
+        sent = await client.send(pending.url, tmp_path / "unused", len(data), body=data)
+        assert sent.created is True
         assert await counts(ingest.ctx.pool) == (1, 1, 0)
 
 

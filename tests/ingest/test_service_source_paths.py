@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from shared.api.ingest import MintAnswer
 from shared.auth import Principal, Role, issue_token
 from shared.auth.secrets import site_secret
 from shared.client import ClientError, ObsflowClient
@@ -62,7 +63,8 @@ def _client(runner: ServiceRunner, role: Role = Role.READ_APPEND) -> ObsflowClie
 async def _refused_local(runner: ServiceRunner, path: str | Path, **body: Any) -> ClientError:
     async with _client(runner) as client:
         with pytest.raises(ClientError) as refused:
-            await client._call("POST", "/api/v1/uploads/local", json={"path": str(path), "type": "uvh5", **body})
+            await client._transport.call("ingest", "POST", "/uploads/local", MintAnswer,
+                                         json={"path": str(path), "type": "uvh5", **body})
     return refused.value
 
 
@@ -78,7 +80,7 @@ async def test_the_default_source_root_is_under_the_data_directory_and_works(ing
     path = write_file(root / "night1" / NAME, b"correlator bytes")
     async with _client(ingest) as client:
         document = await client.upload_local(path, file_type="uvh5")
-    assert document["size"] == 16 and document["uploader"] == "mallory"
+    assert document.size == 16 and document.uploader == "mallory"
     assert await counts(ingest.ctx.pool) == (1, 1, 0)
 
 

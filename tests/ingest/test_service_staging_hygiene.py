@@ -85,7 +85,7 @@ async def test_expiry_removes_a_link_planted_in_place_of_an_upload(
         async with _client(ingest) as client:
             upload = await client.announce("zen.2459122.30000.sum.uvh5", 5,
                                            f"xxh3-128:{xxhash.xxh3_128_hexdigest(b'hello')}", "uvh5")
-        (store / "staging" / upload["upload_id"]).symlink_to(outside / "victim")
+        (store / "staging" / upload.upload_id).symlink_to(outside / "victim")
         await wait_for(lambda: _no_uploads(ingest), timeout_s=10)
         await wait_for(lambda: not staged_entries(store), timeout_s=10)
     assert _survived(outside)

@@ -89,13 +89,13 @@ async def test_a_zero_byte_file_is_minted_by_every_way_in(
     empty = write_file(tmp_path / NAME, b"")
     async with _client(ingest) as client:
         document = await client.upload(empty, file_type="uvh5")  # Content-Length: 0
-        assert document["size"] == 0 and document["checksum"] == _xxh3(b"")
+        assert document.size == 0 and document.checksum == _xxh3(b"")
         chunked = await client.announce("zen.2459122.30001.sum.uvh5", 0, _xxh3(b""), "uvh5")
-        status, body = await _put(ingest, chunked["url"], _chunks())  # chunked, no chunk at all
+        status, body = await _put(ingest, chunked.url, _chunks())  # chunked, no chunk at all
         assert status == 201 and body["file"]["size"] == 0
         local = await client.upload_local(write_file(incoming_beside(store_root) / "zen.2459122.30002.sum.uvh5", b""),
                                           file_type="uvh5")
-        assert local["size"] == 0
+        assert local.size == 0
     announced = write_file(incoming_beside(store_root) / "zen.2459122.30003.sum.uvh5", b"")
     await announce(amqp, settings, announcement(announced, site=settings.site, expected_size=0,
                                                 expected_checksum=_xxh3(b"")))
@@ -140,12 +140,12 @@ async def test_a_failed_transfer_leaves_the_upload_pending_and_nothing_staged(
     data = os.urandom(1000)
     async with _client(ingest) as client:
         announced = await client.announce(NAME, len(data), _xxh3(data), "uvh5")
-    got, body = await failure(ingest, announced["url"], data)
+    got, body = await failure(ingest, announced.url, data)
     assert (got, body["error"]["code"]) == (status, code)
-    assert await _pending_ids(ingest) == [announced["upload_id"]]
+    assert await _pending_ids(ingest) == [announced.upload_id]
     assert await counts(ingest.ctx.pool) == (0, 0, 1) and staged_entries(store_root) == []
     assert await rejection_codes(ingest.ctx.pool) == [code]
-    got, body = await _put(ingest, announced["url"], data)  # the same id, the right bytes
+    got, body = await _put(ingest, announced.url, data)  # the same id, the right bytes
     assert got == 201 and body["file"]["checksum"] == _xxh3(data)
     assert await counts(ingest.ctx.pool) == (1, 1, 0) and staged_entries(store_root) == []
 
@@ -155,10 +155,10 @@ async def test_a_claim_that_can_never_succeed_ends_the_upload(ingest: ServiceRun
     async with _client(ingest) as alice, _client(ingest, "bob") as bob:
         announced = await alice.announce(NAME, len(mine), _xxh3(mine), "uvh5")
         await bob.upload(write_file(store_root.parent / "bob" / NAME, theirs), file_type="uvh5")
-    got, body = await _put(ingest, announced["url"], mine)
+    got, body = await _put(ingest, announced.url, mine)
     assert (got, body["error"]["code"]) == (409, "name_conflict")
     assert await counts(ingest.ctx.pool) == (1, 1, 0) and staged_entries(store_root) == []
-    got, body = await _put(ingest, announced["url"], mine)
+    got, body = await _put(ingest, announced.url, mine)
     assert (got, body["error"]["code"]) == (404, "unknown_upload")
 
 
@@ -186,14 +186,14 @@ async def test_an_idle_client_is_let_go_and_the_upload_stays_retryable(
     data = os.urandom(size)
     async with _client(ingest) as client:
         announced = await client.announce(NAME, size, _xxh3(data), "uvh5")
-    answer, waited = await _send_then_idle(ingest, announced["url"], size, data[:sent])
+    answer, waited = await _send_then_idle(ingest, announced.url, size, data[:sent])
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
     assert b'"body_timeout"' in answer and b"still pending" in answer
     # Closed once a read waited READ_TIMEOUT_S, not after aiohttp's lingering read (10 s) or a client's patience.
     assert waited < READ_TIMEOUT_S + 5, waited
     assert await counts(ingest.ctx.pool) == (0, 0, 1)
     await wait_for(lambda: staged_entries(store_root) == [], timeout_s=10)
-    got, body = await _put(ingest, announced["url"], io.BytesIO(data))
+    got, body = await _put(ingest, announced.url, io.BytesIO(data))
     assert got == 201 and body["file"]["size"] == size
     assert await counts(ingest.ctx.pool) == (1, 1, 0) and staged_entries(store_root) == []
     assert len(await outbox_events(ingest.ctx.pool, "file.minted")) == 1
@@ -206,11 +206,11 @@ async def test_no_room_at_the_mint_leaves_the_upload_pending(settings, store_roo
         announced = await client.announce(NAME, len(data), _xxh3(data), "uvh5")
     # The operator lowers the capacity below what is reserved: the mint must not take the store past it.
     async with running_ingest(ingest_settings(settings, store_root, capacity_bytes=5_000)) as ingest:
-        got, body = await _put(ingest, announced["url"], data)
+        got, body = await _put(ingest, announced.url, data)
         assert (got, body["error"]["code"]) == (507, "no_store")
         assert "capacity of 5000 bytes" in body["error"]["message"]
         assert await counts(ingest.ctx.pool) == (0, 0, 1) and staged_entries(store_root) == []
     async with running_ingest(ingest_settings(settings, store_root, capacity_bytes=20_000)) as ingest:
-        got, body = await _put(ingest, announced["url"], data)
+        got, body = await _put(ingest, announced.url, data)
         assert got == 201
         assert await counts(ingest.ctx.pool) == (1, 1, 0)

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 import xxhash
 
+from shared.api.ingest import MintAnswer
 from shared.auth import Principal, Role, issue_token
 from shared.client import ClientError, ObsflowClient
 from shared.runner import ServiceRunner
@@ -62,11 +63,11 @@ async def test_two_phase_upload_end_to_end(ingest: ServiceRunner, tmp_path: Path
     path = write_file(tmp_path / NAME, data)
     async with _client(ingest) as client:
         document = await client.upload(path, file_type="uvh5", metadata={"produced_by": {"step": "xrfi"}})
-        assert document["name"] == NAME and document["size"] == len(data)
-        assert document["checksum"] == _xxh3(data) and document["uploader"] == "alice"
-        assert document["instances"][0]["store"] == "main"
+        assert document.name == NAME and document.size == len(data)
+        assert document.checksum == _xxh3(data) and document.uploader == "alice"
+        assert document.instances[0].store == "main"
         again = await client.upload(path, file_type="uvh5")  # already minted: returned, nothing sent
-        assert again["created_at"] == document["created_at"]
+        assert again.created_at == document.created_at
         with pytest.raises(ClientError) as refused:
             await client.announce(NAME, 3, _xxh3(b"abc"), "uvh5")
     assert refused.value.status == 409 and refused.value.code == "name_conflict"
@@ -83,8 +84,8 @@ async def test_reannouncing_returns_the_same_pending_upload(ingest: ServiceRunne
     async with _client(ingest) as client:
         first = await client.announce(NAME, 5, _xxh3(b"hello"), "uvh5")
         second = await client.announce(NAME, 5, _xxh3(b"hello"), "uvh5")
-        assert first["upload_id"] == second["upload_id"] and first["method"] == "PUT"
-        url = f"{client.base_url}{first['url']}"
+        assert first.upload_id == second.upload_id and first.method == "PUT"
+        url = f"{client.base_url}{first.url}"
     headers = {"Authorization": f"Bearer {_token(ingest, Role.READ_APPEND)}"}
     async with aiohttp.ClientSession(headers=headers) as session, session.put(url, data=b"hello") as response:
         assert response.status == 201
@@ -104,12 +105,12 @@ async def test_uploads_belong_to_their_account(ingest: ServiceRunner) -> None:
     async with _client(ingest) as alice, _client(ingest, account="bob") as bob:
         theirs = await alice.announce(NAME, len(data), _xxh3(data), "uvh5")
         mine = await bob.announce(NAME, len(data), _xxh3(data), "uvh5")
-    assert mine["upload_id"] != theirs["upload_id"]
-    status, body = await _put_as(ingest, "bob", theirs["url"], data)
+    assert mine.upload_id != theirs.upload_id
+    status, body = await _put_as(ingest, "bob", theirs.url, data)
     assert (status, body["error"]["code"]) == (403, "forbidden")  # alice's upload stays hers...
-    status, body = await _put_as(ingest, "bob", mine["url"], data)  # ...and bob is not locked out
+    status, body = await _put_as(ingest, "bob", mine.url, data)  # ...and bob is not locked out
     assert status == 201 and body["file"]["uploader"] == "bob"
-    status, body = await _put_as(ingest, "alice", theirs["url"], data)  # alice's copy: the same file, already there
+    status, body = await _put_as(ingest, "alice", theirs.url, data)  # alice's copy: the same file, already there
     assert status == 200 and body["created"] is False
     assert await counts(ingest.ctx.pool) == (1, 1, 0)
     assert len(await outbox_events(ingest.ctx.pool, "file.minted")) == 1
@@ -118,8 +119,8 @@ async def test_uploads_belong_to_their_account(ingest: ServiceRunner) -> None:
 async def test_two_accounts_racing_to_put_the_same_bytes_mint_it_once(ingest: ServiceRunner) -> None:
     data = os.urandom(3 * 1024 * 1024)
     async with _client(ingest) as alice, _client(ingest, account="bob") as bob:
-        urls = {"alice": (await alice.announce(NAME, len(data), _xxh3(data), "uvh5"))["url"],
-                "bob": (await bob.announce(NAME, len(data), _xxh3(data), "uvh5"))["url"]}
+        urls = {"alice": (await alice.announce(NAME, len(data), _xxh3(data), "uvh5")).url,
+                "bob": (await bob.announce(NAME, len(data), _xxh3(data), "uvh5")).url}
     answers = await asyncio.gather(*(_put_as(ingest, account, url, data) for account, url in urls.items()))
     assert sorted(status for status, _ in answers) == [200, 201]
     assert {body["file"]["checksum"] for _, body in answers} == {_xxh3(data)}
@@ -131,11 +132,11 @@ async def test_a_corrected_announcement_replaces_the_accounts_pending_upload(ing
     async with _client(ingest) as client:
         first = await client.announce(NAME, 5, _xxh3(b"hello"), "uvh5")
         corrected = await client.announce(NAME, 6, _xxh3(b"hello!"), "uvh5")
-    assert corrected["upload_id"] != first["upload_id"]
-    status, body = await _put_as(ingest, "alice", first["url"], b"hello")
+    assert corrected.upload_id != first.upload_id
+    status, body = await _put_as(ingest, "alice", first.url, b"hello")
     assert (status, body["error"]["code"]) == (404, "unknown_upload")
     assert await counts(ingest.ctx.pool) == (0, 0, 1)  # one pending upload, one reservation
-    status, _ = await _put_as(ingest, "alice", corrected["url"], b"hello!")
+    status, _ = await _put_as(ingest, "alice", corrected.url, b"hello!")
     assert status == 201
 
 
@@ -176,7 +177,7 @@ async def test_local_path_upload_of_a_directory(ingest: ServiceRunner, store_roo
     write_file(tree / "c.dat", b"cc")
     async with _client(ingest) as client:
         document = await client.upload_local(tree, file_type="ms")
-        assert document["is_directory"] is True and document["size"] == 5
+        assert document.is_directory is True and document.size == 5
         with pytest.raises(ClientError) as missing:
             await client.upload_local(source_root / "nothing-here.uvh5", file_type="uvh5")
         assert (missing.value.status, missing.value.code) == (404, "not_found")
@@ -188,9 +189,10 @@ async def test_local_path_upload_checks_md5_and_refuses_relative_paths(ingest: S
     path = write_file(incoming(ingest.settings) / NAME, b"local bytes")
     async with _client(ingest) as client:
         document = await client.upload_local(path, file_type="uvh5", md5=True)
-        assert document["md5"].startswith("md5:")
+        assert document.md5.startswith("md5:")
         with pytest.raises(ClientError) as relative:
-            await client._call("POST", "/api/v1/uploads/local", json={"path": "x/y.uvh5", "type": "uvh5"})
+            await client._transport.call("ingest", "POST", "/uploads/local", MintAnswer,
+                                         json={"path": "x/y.uvh5", "type": "uvh5"})
     assert (relative.value.status, relative.value.code) == (400, "invalid_path")
 
 
@@ -212,7 +214,7 @@ async def test_a_client_gone_mid_body_leaves_the_upload_pending_and_nothing_stag
     async with running_ingest(ingest_settings(settings, store_root)) as ingest, _client(ingest) as client:
         announced = await client.announce(NAME, len(data), _xxh3(data), "uvh5")
         reader, writer = await asyncio.open_connection("127.0.0.1", ingest.settings.http_port("ingest"))
-        head = (f"PUT {announced['url']} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(data)}\r\n"
+        head = (f"PUT {announced.url} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(data)}\r\n"
                 f"Authorization: Bearer {_token(ingest, Role.READ_APPEND)}\r\n\r\n")
         writer.write(head.encode() + data[:40_000])
         await writer.drain()
@@ -222,17 +224,17 @@ async def test_a_client_gone_mid_body_leaves_the_upload_pending_and_nothing_stag
         assert await reader.read() == b""  # nobody to answer
         assert await counts(pool) == (0, 0, 1) and staged_entries(store_root) == []  # still pending
         path = write_file(tmp_path / NAME, data)
-        sent: dict[str, Any] = {}
+        sent: list[MintAnswer] = []
 
         async def sent_again() -> bool:  # 409 while the broken request is still being wound up
             try:
-                sent.update(await client.send(announced["url"], path, len(data)))
+                sent.append(await client.send(announced.url, path, len(data)))
             except ClientError as e:
                 assert e.code == "upload_in_progress"
                 return False
             return True
 
         await wait_for(sent_again)
-        assert sent["created"] is True and sent["file"]["size"] == len(data)
+        assert sent[0].created is True and sent[0].file.size == len(data)
         assert await counts(pool) == (1, 1, 0) and staged_entries(store_root) == []
         assert (store_root / "main" / NAME).read_bytes() == data

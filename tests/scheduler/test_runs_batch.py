@@ -65,12 +65,13 @@ async def _run_workflow(settings, tmp_path: Path, backend: str, queue: str, back
             await insert_run(conn, run, None)
         await wait_finished(pool, run.run_id, timeout_s=60)
         detail = await run_detail(pool, run.run_id)
-    assert detail is not None and detail["state"] == "succeeded", detail
-    assert detail["backend"] == backend
-    assert sorted(submissions(ledger)) == sorted(j["job_key"] for j in detail["jobs"])
-    assert _products(Path(detail["workdir"])) == (3, 0)
-    prov = detail["provenance"]
-    assert prov["succeeded"] and all(a[0]["host"] and a[0]["log_path"] for a in prov["jobs"].values())
+    assert detail is not None and detail.state == "succeeded", detail
+    assert detail.backend == backend
+    assert sorted(submissions(ledger)) == sorted(j.job_key for j in detail.jobs)
+    assert _products(Path(detail.workdir)) == (3, 0)
+    prov = detail.provenance
+    assert prov is not None and prov["succeeded"]
+    assert all(a[0]["host"] and a[0]["log_path"] for a in prov["jobs"].values())
 
 
 def _products(workdir: Path) -> tuple[int, int]:
