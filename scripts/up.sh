@@ -15,7 +15,8 @@ log() { printf 'make up: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 jobs_can_run_obsflow() {  # jobs_can_run_obsflow PYTHON: can the jobs' account import obsflow's client with it?
-  runuser -u "$jobs_user" -- "$1" -c 'import shared.client' >/dev/null 2>&1
+  # -I: from its installed packages only, not from the working directory (jobs run in their own).
+  runuser -u "$jobs_user" -- "$1" -I -c 'import shared.client' >/dev/null 2>&1
 }
 
 # The virtualenv's Python lies where the jobs' account cannot go (pyenv's in /root, say): give jobs the system's

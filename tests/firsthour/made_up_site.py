@@ -13,9 +13,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import aio_pika
 import asyncpg
@@ -30,6 +31,7 @@ from shared.settings import SERVICES, Settings, load_settings
 from tests.infra import LOCAL_AMQP, backends, free_port_block
 
 REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 START_TIMEOUT_S = 300.0  # `make up` on a busy 2-core machine: set-up (rabbitmqctl), then five service processes
 STOP_TIMEOUT_S = 60.0
 
@@ -104,6 +106,15 @@ def wait_until_ready(site: MadeUpSite) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"{', '.join(waiting)} not ready {START_TIMEOUT_S:.0f} s after `make up`:\n{site.log_tail()}")
         waiting = [s for s in waiting if not _ready(site.url(s, "/readyz"))]
+        time.sleep(0.5)  # a poll interval between checks of a condition
+
+
+def wait_until(probe: Callable[[], T], expected: T, timeout_s: float, what: str) -> None:
+    """Poll `probe` until it returns `expected`; fail naming `what` and the last value after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while (value := probe()) != expected:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: {value!r} after {timeout_s:.0f} s, expected {expected!r}")
         time.sleep(0.5)  # a poll interval between checks of a condition
 
 
