@@ -103,6 +103,8 @@ def wait_until_ready(site: MadeUpSite) -> None:
     while waiting:
         if site.process.poll() is not None:
             pytest.fail(f"`make up` exited with {site.process.returncode}:\n{site.log_tail()}")
+        if '"service_exited"' in site.log.read_text(errors="replace"):  # a fresh site's service must not crash
+            pytest.fail(f"a service exited while the site started:\n{site.log_tail()}")
         if time.monotonic() > deadline:
             pytest.fail(f"{', '.join(waiting)} not ready {START_TIMEOUT_S:.0f} s after `make up`:\n{site.log_tail()}")
         waiting = [s for s in waiting if not _ready(site.url(s, "/readyz"))]
