@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml
 services:
 	bash scripts/ensure-services.sh
 
+# Your site configuration (OBSFLOW_CONFIG_FILE) if set, else the example site of README.md (scripts/up.sh).
 up: venv services
-	$(VENV)/bin/obsflow up
+	VENV=$(abspath $(VENV)) bash scripts/up.sh
 
 lint: venv
 	$(VENV)/bin/ruff check shared services tests

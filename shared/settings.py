@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import tomllib
@@ -9,7 +10,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -26,6 +27,14 @@ class StoreSettings(BaseModel):
     root: Path
     capacity_bytes: int = Field(default=0, ge=0)  # 0: bounded by the disk only
     state: Literal["online", "read-only", "sneaker", "disabled"] = "online"
+    # Set only on the store a zero-configuration site gets: ingest creates its root when it is missing. A store
+    # someone configured must exist already (a missing mount is an error, never an empty directory in its place).
+    _zero_config: bool = PrivateAttr(default=False)
+
+    @property
+    def zero_config(self) -> bool:
+        """Whether this is the default store of a site that configures none (its root may be created)."""
+        return self._zero_config
 
 
 class BusSettings(BaseModel):
@@ -58,14 +67,20 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
         return _FILE_VALUES.get() or {}
 
 
+SYSTEM_DATA_DIR = Path("/var/lib/obsflow")
+
+
 def default_data_dir() -> Path:
-    """Where a site keeps its generated secret and default store: $XDG_DATA_HOME/obsflow or ~/.local/share/obsflow."""
+    """Where a site keeps its generated secret and default store: $XDG_DATA_HOME/obsflow, else
+    ~/.local/share/obsflow, else (root, or no home) /var/lib/obsflow."""
     xdg = os.environ.get("XDG_DATA_HOME", "")
     if os.path.isabs(xdg):
         return Path(xdg) / "obsflow"
     home = os.path.expanduser("~")
-    if not os.path.isabs(home) or home == "/":  # no home (a container's arbitrary uid): the system's place
-        return Path("/var/lib/obsflow")
+    # Root runs a system service: its data belongs in /var/lib, where the unprivileged account its jobs run as can
+    # be let in (root's home is private, mode 0700). A home-less uid (a container's arbitrary one) goes there too.
+    if os.geteuid() == 0 or not os.path.isabs(home) or home == "/":
+        return SYSTEM_DATA_DIR
     return Path(home) / ".local" / "share" / "obsflow"
 
 
@@ -142,7 +157,9 @@ class Settings(BaseSettings):
             if str(store.root) in ("", ".", "/"):
                 raise ValueError(f"store {store.name!r} has root {str(store.root)!r}: give it its own directory")
         if not self.stores:
-            self.stores = [StoreSettings(name="main", root=Path(self.data_dir) / "stores" / "main")]
+            default = StoreSettings(name="main", root=Path(self.data_dir) / "stores" / "main")
+            default._zero_config = True
+            self.stores = [default]
         for store in self.stores:
             store.root = store.root.resolve()
         return self
@@ -160,8 +177,56 @@ class Settings(BaseSettings):
         return dict(self.services.get(service, {}))
 
 
+# The paths a config file may give relative to itself: (the table, the key). They resolve against the file's own
+# directory, so a site config and the scripts and directories it names move together (examples/obsflow.toml).
+# Paths from the environment are not: a relative data directory is refused, relative store roots use the cwd.
+FILE_RELATIVE_PATHS: tuple[tuple[tuple[str, ...], str], ...] = (
+    ((), "data_dir"),
+    ((), "auth_secret_file"),
+    ((), "credentials_dir"),
+    (("services", "ingest"), "source_roots"),
+    (("services", "scheduler"), "script_roots"),
+    (("services", "scheduler"), "input_roots"),
+    (("services", "scheduler", "backend_options", "slurm"), "slurm_conf"),
+)
+
+
+def anchor_file_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The config file's `values` with each relative path of FILE_RELATIVE_PATHS and `[[stores]] root` joined to
+    `base` (the file's directory); absolute and `~` paths, and values of the wrong shape, are left as they are."""
+    values = copy.deepcopy(values)
+    for tables, key in FILE_RELATIVE_PATHS:
+        table: Any = values
+        for name in tables:
+            table = table.get(name) if isinstance(table, dict) else None
+        if isinstance(table, dict) and key in table:
+            table[key] = _anchored(table[key], base, several=key.endswith("_roots"))
+    stores = values.get("stores")
+    if isinstance(stores, list):
+        for store in stores:
+            # A root of "." stays as written, to be refused: a store is never the config file's own directory.
+            root = store.get("root") if isinstance(store, dict) else None
+            if isinstance(root, str) and root and os.path.normpath(root) != ".":
+                store["root"] = _anchored(root, base, several=False)
+    return values
+
+
+def _anchored(value: Any, base: Path, *, several: bool) -> Any:
+    if isinstance(value, list):
+        return [_anchored(v, base, several=False) for v in value]
+    if not isinstance(value, str) or not value:
+        return value
+    if several and os.pathsep in value:  # roots given as one string, separated by ':' as in the environment
+        return os.pathsep.join(_anchored(v, base, several=False) for v in value.split(os.pathsep))
+    if value.startswith("~") or os.path.isabs(value):
+        return value
+    return os.path.normpath(base / value)
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Build settings: explicit overrides, then OBSFLOW_* environment variables, then the TOML file (deep-merged)."""
+    """Build settings: explicit overrides, then OBSFLOW_* environment variables, then the TOML file (deep-merged).
+
+    Relative paths in the file resolve against the file's directory (see FILE_RELATIVE_PATHS)."""
     path = config_file or os.environ.get("OBSFLOW_CONFIG_FILE")
     file_values: dict[str, Any] = {}
     if path:
@@ -169,6 +234,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             file_values = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ConfigurationError(f"cannot read config file {path}: {e}") from e
+        file_values = anchor_file_paths(file_values, Path(path).absolute().parent)
     token = _FILE_VALUES.set(file_values)
     try:
         return Settings(**overrides)

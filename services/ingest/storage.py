@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import replace
@@ -102,8 +103,11 @@ class StoreSet:
     mint never commits a file into a store that its capacity, counting reservations, cannot hold.
     """
 
-    def __init__(self, stores: Sequence[StoreConfig], registry: CollectorRegistry) -> None:
+    def __init__(
+        self, stores: Sequence[StoreConfig], registry: CollectorRegistry, *, created_when_missing: Sequence[str] = ()
+    ) -> None:
         self.configs = list(stores)
+        self.created_when_missing = frozenset(created_when_missing)  # the zero-configuration default store
         self.by_name = {s.name: s for s in self.configs}
         self.areas = {s.name: StagingArea(s.root) for s in self.configs}
         self._commits = {name: GroupCommit(area) for name, area in self.areas.items()}
@@ -131,13 +135,18 @@ class StoreSet:
                 ))
             except ValueError as e:
                 raise ConfigurationError(f"store {s.name!r} is misconfigured: {e}") from e
-        return cls(configs, registry)
+        return cls(configs, registry, created_when_missing=[s.name for s in stores if s.zero_config])
 
     def prepare(self) -> None:
-        """Create each store's staging and main areas (blocking; the roots must exist)."""
+        """Create each store's staging and main areas (blocking). A configured store's root must exist; the default
+        store of a site that configures none (`<data_dir>/stores/main`) is created on first start."""
         for store in self.configs:
             if store.state is StoreState.DISABLED:
                 continue
+            # Nothing at all there: a link (to an unmounted disk, say) is left for the check below to refuse.
+            if store.name in self.created_when_missing and not os.path.lexists(store.root):
+                store.root.mkdir(parents=True, exist_ok=True)
+                log.info("default_store_created", store=store.name, root=str(store.root))
             if not store.root.is_dir():
                 raise ConfigurationError(
                     f"store {store.name!r}: root {store.root} does not exist or is not a directory; "

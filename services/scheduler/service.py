@@ -4,12 +4,15 @@ drives them through a batch backend (local, Slurm or PBS), persisting every atte
 from __future__ import annotations
 
 import asyncio
+import os
 
 from services.scheduler.openapi import openapi_document
 from services.scheduler.routes import scheduler_routes
 from services.scheduler.runs.dispatcher import Dispatcher
+from services.scheduler.runs.job_tokens import job_tokens
 from services.scheduler.runs.options import SchedulerOptions
 from services.scheduler.runs.triggers import RunTriggers
+from shared.auth.secrets import site_secret
 from shared.http.openapi import openapi_routes
 from shared.service import ServiceContext, ServiceParts, ServiceSpec
 
@@ -17,9 +20,11 @@ from shared.service import ServiceContext, ServiceParts, ServiceSpec
 async def build(ctx: ServiceContext) -> ServiceParts:
     """A stream consumer that creates runs, the dispatcher that runs them, and the HTTP API."""
     options = SchedulerOptions.from_settings(ctx.settings)
+    # Jobs get a token of their own (their upload steps just work), unless the operator gave them one.
+    tokens = None if os.environ.get("OBSFLOW_TOKEN") else job_tokens(site_secret(ctx.settings))
     dispatcher = Dispatcher(  # builds every backend now: a bad backend option stops the start-up, named
         ctx.pool, ctx.schema, options, lambda payload: ctx.event(payload),
-        shutdown_grace_s=ctx.settings.shutdown_grace_s,
+        shutdown_grace_s=ctx.settings.shutdown_grace_s, tokens=tokens,
     )
 
     async def dispatch(stop: asyncio.Event) -> None:

@@ -4,6 +4,7 @@ once; the scheduler runs the registered nightly workflow once per session."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from pathlib import Path
 
 import aiohttp
@@ -22,10 +23,15 @@ from shared.settings import StoreSettings
 from tests.conftest import wait_for
 from tests.infra import free_port_block
 
-pytestmark = pytest.mark.usefixtures("drop_schemas")
+pytestmark = [pytest.mark.usefixtures("drop_schemas"), pytest.mark.timeout(900)]
 NIGHTS = (2459122.30000, 2459123.30000)
 PER_NIGHT = 100
 STEP = 0.00018
+# How long each stage may take: generous, for a 2-core machine shared by many test runs (alone, the whole test takes
+# under 10 s). A stage that is done returns at once; these only bound how long a failure takes to be reported.
+MINT_TIMEOUT_S = 300.0
+CLOSE_TIMEOUT_S = 180.0
+RUN_TIMEOUT_S = 300.0
 
 WORKFLOW = """\
 [Options]
@@ -63,11 +69,12 @@ async def test_two_nights_from_announcement_to_nightly_run(settings, amqp, tmp_p
                           "backend_options": {"local": {"allow_root": True}}},
         },
     })
-    runners = [ServiceRunner(spec, site) for spec in (INGEST, CATALOG, SCHEDULER)]
+    ingest, scheduler = ServiceRunner(INGEST, site), ServiceRunner(SCHEDULER, site)
+    catalog = ServiceRunner(CATALOG, site)
+    runners = [ingest, scheduler]
     try:
         for runner in runners:
             await runner.start()
-        ingest, catalog, scheduler = runners
         headers = {"Authorization": f"Bearer {issue_token(site_secret(site), Principal('op', Role.ADMIN), 600)}"}
         config = WORKFLOW.format(scripts=scripts, store=store / "main")
         async with aiohttp.ClientSession(headers=headers) as http:
@@ -88,21 +95,29 @@ async def test_two_nights_from_announcement_to_nightly_run(settings, amqp, tmp_p
                 if i % 10 == 0:  # the correlator announces some observations twice
                     await publish_event(exchange, new_event(announced, site=site.site, producer="correlator"))
 
-        async def counts() -> tuple[int, int, int]:
-            files = await ingest.ctx.pool.fetchval("SELECT count(*) FROM files")
-            closed = await catalog.ctx.pool.fetchval("SELECT count(*) FROM sessions WHERE closed_at IS NOT NULL")
-            finished = await scheduler.ctx.pool.fetchval("SELECT count(*) FROM runs WHERE finished_at IS NOT NULL")
-            return files, closed, finished
+        files = "SELECT count(*) FROM files"
+        published = "SELECT count(*) FROM outbox WHERE event_type = 'file.minted' AND published_at IS NOT NULL"
+        await _until("every observation minted and its event on the log", ingest, published, 200, MINT_TIMEOUT_S)
+        # A session closes once no observation has come for its quiet period (1 s), measured between the minting
+        # events. Under load ingest can leave gaps longer than that inside a night, and a catalog reading live would
+        # close the night early and start a second session for the rest. The catalog starts now, as after a
+        # restart: both nights are on the log, and its sweep drains the log before it decides, so each night is
+        # whole when it closes, however slow the machine.
+        runners.append(catalog)
+        await catalog.start()
+        closed = "SELECT count(*) FROM sessions WHERE closed_at IS NOT NULL"
+        await _until("both nights' sessions closed", catalog, closed, 2, CLOSE_TIMEOUT_S)
+        finished = "SELECT count(*) FROM runs WHERE finished_at IS NOT NULL"
+        await _until("both nightly runs finished", scheduler, finished, 2, RUN_TIMEOUT_S)
 
-        await wait_for(lambda: _equals(counts(), (200, 2, 2)), timeout_s=120, poll_s=0.2)
-
+        assert await _count(ingest, files) == 200
         assert await ingest.ctx.pool.fetchval("SELECT count(*) FROM instances") == 200
         minted = await ingest.ctx.pool.fetchval("SELECT count(*) FROM outbox WHERE event_type = 'file.minted'")
         assert minted == 200  # once each, although 20 were announced twice
         sessions = await catalog.ctx.pool.fetch("SELECT start_jd, end_jd, n_observations FROM sessions ORDER BY 1")
         assert [(round(s["start_jd"], 5), s["n_observations"]) for s in sessions] == [(n, 100) for n in NIGHTS]
-        closed = await catalog.ctx.pool.fetch("SELECT body FROM outbox WHERE event_type = 'session.closed'")
-        assert len(closed) == 2  # once per session
+        emitted = await catalog.ctx.pool.fetch("SELECT body FROM outbox WHERE event_type = 'session.closed'")
+        assert len(emitted) == 2  # once per session
         runs = await scheduler.ctx.pool.fetch("SELECT input_files FROM runs ORDER BY created_at")
         assert len(runs) == 2
         # Each night's run saw that night's 100 files, in time order.
@@ -115,7 +130,19 @@ async def test_two_nights_from_announcement_to_nightly_run(settings, amqp, tmp_p
             await Topology(prefix=site.bus.prefix, work_queues=INGEST.work_queues).delete(ch)
 
 
-async def _equals(awaitable, expected) -> bool:
-    value = await awaitable
-    return value == expected
+async def _count(runner: ServiceRunner, sql: str) -> int:
+    assert runner.ctx is not None
+    return int(await runner.ctx.pool.fetchval(sql))
 
+
+async def _until(stage: str, runner: ServiceRunner, sql: str, expected: int, timeout_s: float) -> None:
+    """Wait until `sql` counts at least `expected` (more is reported by the assertions after); fail naming the
+    stage and how far it got, rather than running into the test's own timeout."""
+    try:
+        await wait_for(lambda: _at_least(_count(runner, sql), expected), timeout_s=timeout_s, poll_s=0.2)
+    except TimeoutError:
+        pytest.fail(f"{stage}: {await _count(runner, sql)} of {expected} after {timeout_s:.0f} s ({sql})")
+
+
+async def _at_least(count: Awaitable[int], expected: int) -> bool:
+    return await count >= expected

@@ -120,7 +120,11 @@ def test_relative_store_roots_are_made_absolute_once_at_load_and_a_relative_data
     settings = load_settings(config)
     assert settings.data_dir == tmp_path / "var" and settings.stores[0].root == tmp_path / "stores" / "main"
     assert StoreSettings(name="x", root=Path("/data")).root == Path("/data")
-    # A relative data directory would be another one from every working directory (and another auth secret).
-    config.write_text('data_dir = "var"\n')
+    # A relative data directory would be another one from every working directory (and another auth secret)...
+    monkeypatch.setenv("OBSFLOW_DATA_DIR", "var")
     with pytest.raises(ConfigurationError, match="data_dir: .*must be an absolute path"):
-        load_settings(config)
+        load_settings()
+    # ...but in a config file it names the same one from everywhere: relative to the file (tests/firsthour).
+    monkeypatch.delenv("OBSFLOW_DATA_DIR")
+    config.write_text('data_dir = "var"\n')
+    assert load_settings(config).data_dir == tmp_path / "var"

@@ -36,9 +36,12 @@ def open_new(path: Path, mode: int = 0o644) -> int:
     return fd
 
 
-def create_file(path: Path, content: bytes = b"", mode: int = 0o644) -> None:
-    """Create `path` anew with `content` (see open_new)."""
-    with os.fdopen(open_new(path, mode), "wb") as f:
+def create_file(path: Path, content: bytes = b"", mode: int = 0o644, group: int | None = None) -> None:
+    """Create `path` anew with `content` (see open_new), group-owned by `group` when given (before it is written)."""
+    fd = open_new(path, mode)
+    if group is not None:
+        os.fchown(fd, -1, group)
+    with os.fdopen(fd, "wb") as f:
         f.write(content)
 
 

@@ -110,7 +110,8 @@ def write_wrapper(spec: JobSpec, user: JobUser | None = None) -> JobFiles:
     make_job_dir(files.log.parent, user)
     files.status.unlink(missing_ok=True)
     files.cancelled.unlink(missing_ok=True)
-    create_file(files.wrapper, script.encode(), 0o755)
+    # It may hold the job's token (job_tokens): readable by the scheduler's user and the jobs' group only.
+    create_file(files.wrapper, script.encode(), 0o750, group=user.gid if user is not None else None)
     return files
 
 

@@ -92,8 +92,9 @@ class PathPolicy:
 
     def programs(self, options: WorkflowOptions, action: str) -> Programs:
         """The do-script, source_script and conda_env of `action`'s jobs, each checked beneath a script root."""
-        self._script(options.path_to_do_scripts, "path_to_do_scripts", directory=True)
-        do_script = os.path.join(options.path_to_do_scripts, f"do_{action}.sh")
+        scripts = self.scripts_directory(options.path_to_do_scripts)
+        self._script(scripts, "path_to_do_scripts", directory=True)
+        do_script = os.path.join(scripts, f"do_{action}.sh")
         self._script(do_script, f"the do-script of {action}", directory=False)
         if options.source_script:
             self._script(options.source_script, "source_script", directory=False)
@@ -104,15 +105,29 @@ class PathPolicy:
 
     def environment(self, options: WorkflowOptions) -> Programs | None:
         """What provenance runs (source_script, conda_env, git in path_to_do_scripts), checked; None if refused."""
+        scripts = self.scripts_directory(options.path_to_do_scripts)
         try:
-            self._script(options.path_to_do_scripts, "path_to_do_scripts", directory=True)
+            self._script(scripts, "path_to_do_scripts", directory=True)
             if options.source_script:
                 self._script(options.source_script, "source_script", directory=False)
             if options.conda_env and not _CONDA_NAME.match(options.conda_env):
                 self._script(options.conda_env, "conda_env", directory=True)
         except PolicyRefusal:
             return None
-        return Programs(Path(options.path_to_do_scripts), options.source_script, options.conda_env)
+        return Programs(Path(scripts), options.source_script, options.conda_env)
+
+    def scripts_directory(self, path_to_do_scripts: str) -> str:
+        """Where `path_to_do_scripts` is: an absolute path as written; a relative one (without `..`) beneath the first
+        script root that has it, so a workflow names its scripts the same way at every site (hera_opm reads it
+        relative to where it runs: run it from the script root to get the same). Checked by `_script` as usual."""
+        path = path_to_do_scripts
+        if path.startswith("~") or os.path.isabs(path) or not path or ".." in PurePosixPath(path).parts:
+            return path  # absolute as written, or refused by _script with the usual message
+        for root in self.script_roots:
+            candidate = os.path.normpath(os.path.join(root, path))
+            if os.path.isdir(candidate):
+                return candidate
+        return path
 
     def batch_options(self, backend: str, action: str, text: str | None) -> None:
         """Refuse extra_batch_options that are not on the allowlist of `backend`."""
@@ -165,7 +180,10 @@ class PathPolicy:
                 "scripts; until then no workflow runs"
             )
         if path.startswith("~") or not os.path.isabs(path):
-            raise PolicyRefusal(f"{what} {path!r} must be an absolute path beneath a script root ({roots})")
+            raise PolicyRefusal(
+                f"{what} {path!r} must be an absolute path beneath a script root, or a directory relative to one, "
+                f"without '..' ({roots})"
+            )
         try:
             real = os.path.realpath(path, strict=True)
         except OSError:

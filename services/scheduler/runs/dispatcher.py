@@ -20,6 +20,7 @@ from services.scheduler.runs.domain import JobFacts, job_statuses, run_outcome
 from services.scheduler.runs.domain import JobStatus as RunJobStatus
 from services.scheduler.runs.events import job_done, job_failed
 from services.scheduler.runs.finishing import RunFinisher
+from services.scheduler.runs.job_tokens import JobTokens
 from services.scheduler.runs.options import SchedulerOptions
 from services.scheduler.runs.outputs import read_declared_outputs
 from services.scheduler.runs.repository import InFlight
@@ -44,7 +45,7 @@ class Dispatcher:
 
     def __init__(
         self, pool: asyncpg.Pool, schema: str, options: SchedulerOptions, make_event: MakeEvent, *,
-        shutdown_grace_s: float = 20.0, backends: BackendPool | None = None,
+        shutdown_grace_s: float = 20.0, backends: BackendPool | None = None, tokens: JobTokens | None = None,
     ) -> None:
         self.pool = pool
         self.schema = schema
@@ -53,6 +54,7 @@ class Dispatcher:
         self.shutdown_grace_s = shutdown_grace_s
         self.backends = backends if backends is not None else BackendPool(options)  # checks backend_options
         self.finisher = RunFinisher(pool, options, make_event)
+        self.tokens = tokens  # each job's OBSFLOW_TOKEN (None: jobs inherit the scheduler's environment's)
         self._submitting: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._polled = False  # every backend with in-flight ids has been asked about them at least once
         self._unattached: set[str] = set()  # backends whose last status() failed: submit nothing to them
@@ -110,7 +112,7 @@ class Dispatcher:
     async def _submit(self, run_id: str, key: str, attempt: int) -> None:
         try:
             await submit_attempt(
-                self.pool, self.backends, self.make_event, self.options.path_policy, run_id, key, attempt
+                self.pool, self.backends, self.make_event, self.options.path_policy, run_id, key, attempt, self.tokens
             )
             self.submissions += 1
         except Exception as e:  # classified: a passing failure defers; a bug or a bad option ends the attempt

@@ -58,7 +58,7 @@ class RunFinisher:
                 )
             else:
                 environment = await provenance.job_environment(
-                    options.source_script, options.conda_env, options.path_to_do_scripts,
+                    options.source_script, options.conda_env, str(programs.do_script),  # the scripts' directory
                     self.options.provenance_timeout_s, self.options.job_user,
                 )
             record = provenance.run_record(

@@ -33,6 +33,7 @@ from services.scheduler.runs import repository
 from services.scheduler.runs.confinement import PathPolicy, PolicyRefusal
 from services.scheduler.runs.domain import REFUSED
 from services.scheduler.runs.events import job_failed, job_started
+from services.scheduler.runs.job_tokens import JobTokens
 from services.scheduler.runs.options import SchedulerOptions
 from services.scheduler.runs.outputs import outputs_path_for
 from services.scheduler.workflow import WorkflowOptions, load_workflow
@@ -99,9 +100,10 @@ def log_path_for(workdir: str, key: str, attempt: int) -> Path:
     return Path(workdir) / "logs" / f"{_UNSAFE.sub('_', key)}.{attempt}.log"
 
 
-def job_spec(job: asyncpg.Record, attempt: int, policy: PathPolicy) -> JobSpec:
+def job_spec(job: asyncpg.Record, attempt: int, policy: PathPolicy, tokens: JobTokens | None = None) -> JobSpec:
     """The backend's JobSpec for one attempt of a job row (from repository.job_row), its programs and inputs
-    checked again beneath their roots (PolicyRefusal): the filesystem may have changed since the run was planned."""
+    checked again beneath their roots (PolicyRefusal): the filesystem may have changed since the run was planned.
+    With `tokens`, the job gets an OBSFLOW_TOKEN of its own (see job_tokens)."""
     options = workflow_options(job["config_text"])
     files = json.loads(job["files"])
     programs = policy.programs(options, job["action"])
@@ -129,6 +131,7 @@ def job_spec(job: asyncpg.Record, attempt: int, policy: PathPolicy) -> JobSpec:
             "OBSFLOW_ATTEMPT": str(attempt),
             "OBSFLOW_WORKFLOW": job["workflow_name"] or "",
             "OBSFLOW_OUTPUTS_FILE": str(outputs_path_for(log_path)),
+            **({"OBSFLOW_TOKEN": tokens(job["run_id"], job["timeout_s"])} if tokens is not None else {}),
         },
     )
 
@@ -148,7 +151,7 @@ def prepare_workdir(workdir: str, input_files: list[str]) -> None:
 
 async def submit_attempt(
     pool: asyncpg.Pool, backends: BackendPool, make_event: MakeEvent, policy: PathPolicy, run_id: str, key: str,
-    attempt: int,
+    attempt: int, tokens: JobTokens | None = None,
 ) -> None:
     """Submit attempt `attempt` of a job, recording every step (see the module docstring for the order)."""
     job = await repository.job_row(pool, run_id, key)
@@ -157,7 +160,7 @@ async def submit_attempt(
         if not await repository.start_attempt(conn, run_id, key, attempt, job["backend"], str(log_path)):
             return  # another pass got there first
     try:
-        spec = await asyncio.to_thread(job_spec, job, attempt, policy)
+        spec = await asyncio.to_thread(job_spec, job, attempt, policy, tokens)
         await asyncio.to_thread(prepare_workdir, job["workdir"], json.loads(job["files"]))
         external_id = await backends.get(job["backend"]).submit(spec)
     except PolicyRefusal as e:
