@@ -75,8 +75,8 @@ class Output:
         self._out = out
 
     def line(self, text: str) -> None:
-        """One line of text as it is (no markup)."""
-        self.console.print(text, markup=False, highlight=False)
+        """One line of text as it is (no markup, never broken: the terminal wraps it, a copy keeps it whole)."""
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def note(self, text: str) -> None:
         """A remark for the person at the terminal, on standard error (a script's output stays clean)."""
