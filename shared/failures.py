@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import re
 import socket
 from collections.abc import Iterator
 
@@ -59,6 +60,10 @@ _BROKER_REFUSALS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.ChannelPreconditionFailed,
     aiormq.exceptions.DuplicateConsumerTag,
 )
+# ... but a queue the broker has, whose process is not running yet (just after a restart), is an outage.
+_QUEUE_NOT_UP = re.compile(r"is down or inaccessible|process is stopped by supervisor")
+# aio-pika and aiormq say a connection that died under a caller with bare RuntimeErrors.
+_CONNECTION_GONE = re.compile(r"^(<Connection: .*> closed|Connection was not opened)$")
 # Sockets: refused, reset, timed out, a name that did not resolve (DNS restarting).
 _NETWORK: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, socket.gaierror)
 _TRANSIENT: tuple[type[BaseException], ...] = (TransientError, *_DATABASE_DOWN, *_CONTENTION, *_BROKER_DOWN, *_NETWORK)
@@ -79,11 +84,14 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, _PERMANENT):
         return Failure.PERMANENT
     if isinstance(exc, _BROKER_REFUSALS):
-        return Failure.UNKNOWN
+        not_up = isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity) and _QUEUE_NOT_UP.search(str(exc))
+        return Failure.TRANSIENT if not_up else Failure.UNKNOWN
     if isinstance(exc, _TRANSIENT):
         return Failure.TRANSIENT
     if isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS:
         return Failure.PERMANENT
+    if type(exc) is RuntimeError and _CONNECTION_GONE.match(str(exc)):
+        return Failure.TRANSIENT
     return Failure.UNKNOWN
 
 

@@ -45,6 +45,15 @@ def _validation_error() -> pydantic.ValidationError:
         (Unroutable("no route yet"), Failure.TRANSIENT),
         (socket.gaierror(-3, "Temporary failure in name resolution"), Failure.TRANSIENT),
         (TimeoutError(), Failure.TRANSIENT),
+        # Just after a broker restart: a queue whose process is not up yet, a connection that died under its caller.
+        (aiormq.exceptions.ChannelNotFoundEntity(
+            404, "NOT_FOUND - home node 'rabbit@h' of durable queue 'obsflow.ingest.announced' in vhost '/' is down"
+            " or inaccessible"), Failure.TRANSIENT),
+        (aiormq.exceptions.ChannelNotFoundEntity(
+            404, "NOT_FOUND - queue 'obsflow.log' in vhost '/' process is stopped by supervisor"), Failure.TRANSIENT),
+        (RuntimeError('<Connection: "amqp://ingest:******@127.0.0.1:5672/" at 0x7f62d3d80ff0> closed'),
+         Failure.TRANSIENT),
+        (RuntimeError("Connection was not opened"), Failure.TRANSIENT),
         # The input: set aside at once.
         (MalformedEvent("event lacks payload"), Failure.PERMANENT),
         (_validation_error(), Failure.PERMANENT),
@@ -54,6 +63,7 @@ def _validation_error() -> pydantic.ValidationError:
         (OSError(errno.ENAMETOOLONG, "File name too long"), Failure.PERMANENT),  # the 16 MiB path of item 11
         # Neither known: a few attempts.
         (KeyError("observation_id"), Failure.UNKNOWN),
+        (RuntimeError("dictionary changed size during iteration"), Failure.UNKNOWN),  # a bug, not an outage
         (FileNotFoundError(errno.ENOENT, "No such file or directory"), Failure.UNKNOWN),
         (PermissionError(errno.EACCES, "Permission denied"), Failure.UNKNOWN),
         (asyncpg.UndefinedTableError('relation "files" does not exist'), Failure.UNKNOWN),
