@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: up test venv services lint typecheck bench bench-events bench-ingest bench-plan bench-copy clean
+.PHONY: up test venv services lint typecheck bench bench-events bench-ingest bench-plan bench-copy chaos clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -42,6 +42,11 @@ bench-plan: venv
 
 bench-copy: venv
 	$(PY) -m tests.benchmarks.disk_copy $(ARGS)
+
+# Faults (SIGKILLed services, RabbitMQ and PostgreSQL restarts, garbage) during an ingest, then the invariants as one
+# JSON line (docs/chaos.md). ARGS: --duration S --files N --seed K.
+chaos: venv services
+	$(PY) -m tests.chaos $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -184,13 +184,14 @@ class PrivatePostgres:
             self.port = 0  # a port taken by someone else between the choice and the start: choose again
         raise RuntimeError("the private PostgreSQL found no free port in three tries")
 
-    def stop(self) -> None:
-        """Stop the cluster (fast: sessions are terminated, as in an administrator's restart)."""
-        self._as_postgres(self.bin / "pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", check=False)
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the cluster: `fast` terminates sessions, as in an administrator's restart; `immediate` aborts every
+        process at once, as in a crash (the next start recovers from the WAL)."""
+        self._as_postgres(self.bin / "pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
 
-    def restart(self, down_s: float = 0.0) -> None:
-        """Stop the cluster, stay down `down_s` seconds, start it again on the same port."""
-        self.stop()
+    def restart(self, down_s: float = 0.0, mode: str = "fast") -> None:
+        """Stop the cluster (`mode` as in `stop`), stay down `down_s` seconds, start it again on the same port."""
+        self.stop(mode)
         time.sleep(down_s)  # the outage itself, as asked for
         self.start()
 
