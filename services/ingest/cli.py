@@ -152,6 +152,7 @@ async def _simulate(args: argparse.Namespace) -> int:
 
     from shared import credentials
     from shared.bus.publisher import ConfirmedPublisher
+    from shared.bus.topology import Topology
     from shared.events import new_event
     from shared.events.types import ObservationAnnounced
     from shared.settings import load_settings
@@ -164,7 +165,8 @@ async def _simulate(args: argparse.Namespace) -> int:
     start_jd = 2440587.5 + time.time() / HERA_SECONDS_PER_DAY  # the JD of now
     # As an instrument should (docs/instruments.md): a local buffer of unconfirmed announcements, publisher
     # confirms, reconnection, the same event ids sent again. A broker restart delays announcements, loses none.
-    async with ConfirmedPublisher(amqp_url, settings.bus.prefix + ".events", user_id=URL(amqp_url).user) as publisher:
+    topology = Topology.from_settings(settings.bus)
+    async with ConfirmedPublisher(amqp_url, topology, user_id=URL(amqp_url).user) as publisher:
         index, next_at = 0, time.monotonic()
         while args.count is None or index < args.count:
             jd = start_jd + index * 16.1 / HERA_SECONDS_PER_DAY

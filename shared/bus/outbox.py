@@ -11,7 +11,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
 from shared.bus.backoff import Backoff
-from shared.bus.messages import event_message, publish_confirmed
+from shared.bus.messages import event_message, publish_confirmed, wait_for_log
 from shared.bus.topology import Topology
 from shared.errors import BrokerUnavailable, DatabaseUnavailable
 from shared.events import Event, encode_event
@@ -69,6 +69,7 @@ class OutboxRelay:
         self._wakeup = asyncio.Event()
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._log_seen_on: object = None  # the broker connection on which the log stream was last seen up
         self.published = 0
         self._pruned_at = time.monotonic()
         self._leader = Leader(pool, lock_key("outbox", schema), f"outbox relay of {schema}")
@@ -79,6 +80,12 @@ class OutboxRelay:
         if self._channel is None or self._channel.is_closed or self._exchange is None:
             self._channel = await self._connection.channel(publisher_confirms=True)
             self._exchange = await self._channel.get_exchange(self._topology.events_exchange, ensure=False)
+        # The robust connection reconnects by itself: nothing is published on a new connection (a restarted broker)
+        # before the log stream is up again, or the broker confirms events the log never holds.
+        transport = self._connection.transport
+        if transport is not self._log_seen_on:
+            await wait_for_log(self._channel, self._topology)
+            self._log_seen_on = transport
         return self._exchange
 
     async def publish_pending(self) -> int:

@@ -3,9 +3,11 @@
 An instrument has no database transaction to hang an outbox on, so it keeps its own: a local buffer of the events
 the broker has not confirmed yet. Each event is sent mandatory and confirmed, and leaves the buffer only once the
 broker has routed and confirmed it. When the connection fails (a broker restart: CONNECTION_FORCED, then a refused
-connection for a while), the sender reconnects with backoff and sends again, with the same event ids, whatever was
-not confirmed. A confirm lost with the connection means that event may arrive twice: consumers deduplicate by event
-id, so every event is applied once. docs/instruments.md explains it to instrument builders.
+connection for a while), the sender reconnects with backoff, waits until the log stream takes messages again
+(`wait_for_log`: just after a restart the broker confirms events the stream drops) and sends again, with the same
+event ids, whatever was not confirmed. A confirm lost with the connection means that event may arrive twice:
+consumers deduplicate by event id, so every event is applied once. docs/instruments.md explains it to instrument
+builders.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import structlog
 from aio_pika.abc import AbstractExchange
 
 from shared.bus.backoff import Backoff
-from shared.bus.messages import event_message, publish_confirmed
+from shared.bus.messages import event_message, publish_confirmed, wait_for_log
+from shared.bus.topology import Topology
 from shared.errors import BrokerUnavailable
 from shared.events import Event, encode_event
 from shared.failures import describe, is_transient
@@ -31,7 +34,7 @@ _Outgoing = tuple[str, aio_pika.Message]  # routing key, message
 
 
 class ConfirmedPublisher:
-    """Sends events to `exchange` from a bounded local buffer, in order, each confirmed, reconnecting as needed.
+    """Sends events to `topology`'s events exchange from a bounded local buffer, in order, each confirmed, reconnecting.
 
     `publish` returns once the event is in the buffer (it waits only while the buffer is full); `flush` waits until
     everything published so far is confirmed; `close` flushes and stops. Use it as an async context manager.
@@ -39,12 +42,12 @@ class ConfirmedPublisher:
     """
 
     def __init__(
-        self, amqp_url: str, exchange: str, *, max_buffered: int = 10_000, in_flight: int = 256,
+        self, amqp_url: str, topology: Topology, *, max_buffered: int = 10_000, in_flight: int = 256,
         reconnect_cap_s: float = 5.0, user_id: str | None = None,
     ) -> None:
         self._url = amqp_url
         self._user_id = user_id
-        self._exchange_name = exchange
+        self._topology = topology
         self._max_buffered = max_buffered
         self._in_flight = in_flight
         self._reconnect_cap_s = reconnect_cap_s
@@ -134,7 +137,8 @@ class ConfirmedPublisher:
         connection = await aio_pika.connect(self._url)
         async with connection:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            exchange = await channel.get_exchange(self._exchange_name, ensure=False)
+            await wait_for_log(channel, self._topology)  # a restarted broker confirms what a stream not up drops
+            exchange = await channel.get_exchange(self._topology.events_exchange, ensure=False)
             while not self._closing.is_set():
                 async with self._changed:
                     await self._changed.wait_for(lambda: bool(self._buffer) or self._closing.is_set())

@@ -53,7 +53,7 @@ def broker_grants(site: str, prefix: str) -> list[BrokerGrant]:
         for service in SERVICES
     ]
     grants.append(BrokerGrant(
-        "instrument", configure=NOTHING, write=f"^{p}\\.events$", read=NOTHING,
+        "instrument", configure=NOTHING, write=f"^{p}\\.(events|control)$", read=NOTHING,  # control: wait_for_log
         topics=((events, routing_keys_of(site, produced_by("instrument")), NOTHING),),
     ))
     # Readers subscribe with server-named exclusive queues bound to the events exchange, or read the log.
