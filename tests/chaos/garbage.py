@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import aio_pika
 
+from shared.bus.messages import wait_for_log
+from shared.bus.topology import Topology
 from shared.events.envelope import MAX_EVENT_BYTES
 
 GARBAGE_KINDS = ("malformed_json", "deep_nesting", "huge_integer", "wrong_types", "oversized")
@@ -93,6 +95,8 @@ async def publish_garbage(
     connection = await aio_pika.connect(amqp_url, timeout=10)
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        # As every publisher must: a broker just started confirms messages its log stream drops.
+        await wait_for_log(channel, Topology(prefix=prefix))
         events = await channel.get_exchange(f"{prefix}.events", ensure=False)
         for _ in range(count):
             kind, route = rng.choice(GARBAGE_KINDS), rng.choice(ROUTES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections import Counter, defaultdict
@@ -92,8 +93,8 @@ def _note(contents: LogContents, body: bytes) -> None:
 
 
 async def _management(site: ChaosSite, path: str) -> Any:
-    auth = aiohttp.BasicAuth("guest", "guest")
-    async with aiohttp.ClientSession(auth=auth, timeout=aiohttp.ClientTimeout(total=15)) as session, session.get(
+    auth = {"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()}
+    async with aiohttp.ClientSession(headers=auth, timeout=aiohttp.ClientTimeout(total=15)) as session, session.get(
         f"{site.broker.management_url}/api/{path}"
     ) as answer:
         answer.raise_for_status()

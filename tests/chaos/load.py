@@ -16,6 +16,7 @@ from yarl import URL
 from shared import credentials
 from shared.auth import Principal, Role, issue_token
 from shared.bus.publisher import ConfirmedPublisher
+from shared.bus.topology import Topology
 from shared.client import ObsflowClient
 from shared.client.errors import ClientError, ServerUnavailable
 from shared.errors import BrokerUnavailable
@@ -127,7 +128,7 @@ class Announcer:
             await self._publisher.publish(event)
 
     def _new_publisher(self) -> ConfirmedPublisher:
-        publisher = ConfirmedPublisher(self._url, f"{self._settings.bus.prefix}.events",
+        publisher = ConfirmedPublisher(self._url, Topology.from_settings(self._settings.bus),
                                        user_id=URL(self._url).user, max_buffered=1_000_000)
         publisher.start()
         return publisher
