@@ -36,6 +36,7 @@ class Check:
     ok: bool
     counts: dict[str, Any]
     examples: list[str] = field(default_factory=list)
+    settles: bool = True  # False: about what happened during the faults, which waiting cannot change
 
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.ok, **self.counts, **({"examples": self.examples[:5]} if self.examples else {})}
@@ -151,11 +152,12 @@ async def check_invariants(
     )
     uploads_missing = [s.name for s in load.uploaded if s.name not in ingest_files]
     checks["uploads_minted_once"] = Check(
-        not uploads_missing and not load.upload_server_errors and not load.publisher_failures,
-        {"uploaded": len(load.uploaded), "missing": len(uploads_missing),
-         "failed_attempts": sum(load.upload_attempts_failed.values()),
+        not uploads_missing, {"uploaded": len(load.uploaded), "missing": len(uploads_missing)}, uploads_missing[:5])
+    checks["clients_served"] = Check(
+        not load.upload_server_errors and not load.publisher_failures,
+        {"failed_upload_attempts": sum(load.upload_attempts_failed.values()),
          "server_errors": len(load.upload_server_errors), "publisher_failures": len(load.publisher_failures)},
-        [*uploads_missing[:3], *load.upload_server_errors[:3], *load.publisher_failures[:3]],
+        [*load.upload_server_errors[:3], *load.publisher_failures[:3]], settles=False,
     )
     missing_in_log = sorted(announced_ids - log.event_ids)
     checks["announcements_in_log"] = Check(
@@ -200,11 +202,16 @@ async def check_invariants(
          "dead_letters": {n: len(rows) for n, rows in dead.items()}, "good_events_dead_lettered": len(good_dead)},
         [*not_dead[:3], *good_dead[:3]],
     )
-    exits = {n: s.unexpected_exits for n, s in site.services.items() if s.unexpected_exits}
     checks["services_alive_and_ready"] = Check(
-        all(ready.values()) and not exits,
-        {"not_ready": [n for n, ok in ready.items() if not ok], "unexpected_exits": exits,
+        all(ready.values()),
+        {"not_ready": [n for n, ok in ready.items() if not ok],
          "starts": {n: s.starts for n, s in site.services.items()}},
+    )
+    crashes = {n: s.unexpected_exits for n, s in site.services.items() if s.unexpected_exits}
+    checks["no_service_crashed"] = Check(
+        not crashes, {"crashes": crashes,
+                      "start_refusals": {n: s.start_refusals for n, s in site.services.items() if s.start_refusals}},
+        settles=False,
     )
     return checks
 

@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -178,24 +179,22 @@ class ChaosSite:
 
     async def stop(self) -> None:
         """SIGTERM every service, then SIGKILL what outlives the grace."""
-        running = [s for s in self.services.values() if s.alive]
-        self.killed.update(s.process.pid for s in running if s.process is not None)
-        for service in running:
-            assert service.process is not None
-            service.process.send_signal(signal.SIGTERM)
-        for service in running:
-            assert service.process is not None
+        running = [s.process for s in self.services.values() if s.alive and s.process is not None]
+        self.killed.update(p.pid for p in running)
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        for process in running:
             try:
-                await asyncio.wait_for(service.process.wait(), STOP_GRACE_S)
+                await asyncio.wait_for(process.wait(), STOP_GRACE_S)
             except TimeoutError:
-                service.process.kill()
-                await service.process.wait()
+                process.kill()
+                await process.wait()
 
     def close(self, keep: bool = False) -> None:
         """Remove the servers and (unless `keep`) the site's directory."""
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(subprocess.SubprocessError, OSError, RuntimeError):
             self.broker.close()
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(subprocess.SubprocessError, OSError, RuntimeError):
             self.database.close()
         if not keep:
             shutil.rmtree(self.directory, ignore_errors=True)
