@@ -9,10 +9,12 @@ import structlog
 from aiohttp import web
 
 from shared.errors import ObsflowError, PermanentError, TransientError
+from shared.failures import describe, is_transient
 
 log = structlog.get_logger()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RETRY_AFTER_S = 5  # what a 503 asks clients to wait: PostgreSQL and RabbitMQ restart in seconds
 
 
 class HttpRefusal(ObsflowError):
@@ -64,7 +66,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(400, "bad_request", f"a value in this request cannot be used: {e}; "
                           "text may not contain NUL characters and numbers must fit in 64 bits")
     except TransientError as e:
-        return json_error(503, "unavailable", f"{e}; try again shortly")
+        return _unavailable(f"{e}; try again shortly")
     except PermanentError as e:
         return json_error(400, "bad_request", str(e))
     except ObsflowError as e:
@@ -74,5 +76,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.info("http_client_gone", path=request.path, error=str(e))
         return json_error(400, "client_gone", "the connection was lost before the request was complete; send it again")
     except Exception as e:  # the HTTP edge: log the fault for operators, tell the user nothing internal
+        if is_transient(e):  # a driver's own error for an outage (a refused connection to PostgreSQL)
+            log.warning("http_backend_unavailable", path=request.path, error=describe(e))
+            return _unavailable("a database or broker this request needs is unreachable right now; try again shortly")
         log.exception("http_unhandled_error", path=request.path, error=repr(e))
         return json_error(500, "internal", "the server failed to handle this request; the operators have a log entry")
+
+
+def _unavailable(message: str) -> web.Response:
+    return json_error(503, "unavailable", message, headers={"Retry-After": str(RETRY_AFTER_S)})
