@@ -32,6 +32,10 @@ class LeadershipTaken(ObsflowError):
     """Another process holds the lock (raised instead of standing by when asked not to wait)."""
 
 
+class LeadershipLost(ObsflowError):
+    """The session holding the lock is gone: stop leading at once, then take the lock again."""
+
+
 class Leader:
     """One process at a time leads `name`, holding the advisory lock `key` on a connection of `pool`."""
 

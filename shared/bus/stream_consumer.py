@@ -24,7 +24,7 @@ from shared.errors import BrokerUnavailable, ObsflowError
 from shared.events import Event, decode_event
 from shared.events.envelope import MAX_EVENT_BYTES
 from shared.failures import describe, is_transient, suppress_transient
-from shared.locks import Leader, LeadershipTaken, lock_key
+from shared.locks import Leader, LeadershipLost, LeadershipTaken, lock_key
 from shared.metrics import BusMetrics
 
 log = structlog.get_logger()
@@ -40,10 +40,6 @@ class Batched:
 
 
 StreamHandler = EventHandler | Batched
-
-
-class LeadershipLost(ObsflowError):
-    """The session holding this consumer's lock is gone: stop applying at once, then take the lock again."""
 
 
 class ConsumerBusy(ObsflowError):

@@ -27,6 +27,7 @@ from tests.chaos.site import ChaosSite
 
 STREAM_CONSUMERS = ("catalog", "scheduler", "monitor")
 LOG_IDLE_S = 3.0  # the log is read to its end: no delivery for this long after the last one
+LOG_ATTACH_S = 30.0
 
 
 @dataclass
@@ -72,7 +73,13 @@ async def read_log(amqp_url: str, stream: str) -> LogContents:
             await message.ack()
 
         tag = await queue.consume(take, arguments={"x-stream-offset": "first"})
-        while time.monotonic() - last < LOG_IDLE_S:  # noqa: ASYNC110 (the end of a stream: nothing more comes)
+        attach_deadline = time.monotonic() + LOG_ATTACH_S
+        # The end of a stream is when nothing more comes; the first delivery may take a while on a busy machine.
+        def reading() -> bool:
+            now = time.monotonic()
+            return now - last < LOG_IDLE_S or (not contents.messages and now < attach_deadline)
+
+        while reading():  # noqa: ASYNC110 (a poll: the broker says nothing when a stream ends)
             await asyncio.sleep(0.2)
         await queue.cancel(tag)
     return contents

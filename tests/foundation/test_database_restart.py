@@ -9,12 +9,14 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import aio_pika
+import asyncpg
 import pytest
 
 from services.monitor.metrics import REFRESH_S
 from services.monitor.service import SPEC as MONITOR
 from shared.bus import Once, Topology, WorkQueue, WorkQueueConsumer, publish_event
 from shared.events import Event
+from shared.locks import lock_key
 from shared.runner import ServiceRunner
 from shared.settings import Settings
 from tests.conftest import wait_for
@@ -107,3 +109,41 @@ async def test_a_work_consumer_waits_out_a_database_outage_without_dead_letters(
     assert len(rows) == 20 and {r[3] for r in rows} == {1}
     assert sorted(deliveries) == [0] * 20  # each delivered once: the broker never saw a failure
     assert await pool.fetchval("SELECT count(*) FROM dead_letters") == 0
+
+
+async def test_the_schedulers_dispatcher_leads_again_after_a_database_restart(settings, amqp, private_postgres) -> None:
+    # Found by `make chaos`: a database restart ended the session holding the dispatcher's lock, and the dispatcher
+    # went on without it (another replica could lead too) or, restarted while the database was shutting down, died
+    # and took the scheduler down with it.
+    from services.scheduler.service import SPEC as SCHEDULER
+
+    scheduler = {"poll_interval_s": 0.2, "backend_options": {"local": {"allow_root": True}}}
+    settings = settings.model_copy(update={"services": {"scheduler": scheduler}})
+    key = lock_key("dispatch", settings.schema_for("scheduler"))
+    runner = ServiceRunner(SCHEDULER, settings, http=False)
+    ctx = await runner.start()
+    try:
+        for mode in ("immediate", "fast"):
+            await wait_for(lambda: _held_elsewhere(private_postgres, key), timeout_s=60)
+            await asyncio.to_thread(private_postgres.restart, 1.0, mode)
+            await wait_for(lambda: _held_elsewhere(private_postgres, key), timeout_s=60)  # led again, by it
+        assert not runner.failed and all(not task.done() for task in runner._tasks)
+    finally:
+        await runner.stop()
+        async with amqp.channel() as channel:
+            await ctx.topology.delete(channel)
+
+
+async def _held_elsewhere(database: PrivatePostgres, key: int) -> bool:
+    """Whether another session holds the advisory lock `key` (taking it here means nobody did: given back)."""
+    try:
+        conn = await asyncpg.connect(database.database_url, timeout=5)
+    except (OSError, asyncpg.PostgresError):
+        return False  # not back yet
+    try:
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            return False
+        return True
+    finally:
+        await conn.close()
