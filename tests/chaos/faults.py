@@ -6,6 +6,7 @@ import asyncio
 import random
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -57,19 +58,22 @@ class Faults:
 
     async def run(self, stop_at: float) -> None:
         """Every kind's loop, together; returns when the last fault in progress is over."""
-        kinds = {"service_kill": self._kill_service, "broker_restart": self._restart_broker,
-                 "database_restart": self._restart_database, "garbage": self._publish_garbage}
+        kinds: dict[str, Callable[[random.Random], Awaitable[None]]] = {
+            "service_kill": self._kill_service, "broker_restart": self._restart_broker,
+            "database_restart": self._restart_database, "garbage": self._publish_garbage,
+        }
         # One random stream per kind, derived from the seed: the schedule of one kind does not shift with another's.
         streams = {kind: random.Random(self._rng.random()) for kind in kinds}
         await asyncio.gather(*(self._loop(kind, fault, streams[kind], stop_at) for kind, fault in kinds.items()))
 
-    async def _loop(self, kind: str, fault: object, rng: random.Random, stop_at: float) -> None:
+    async def _loop(self, kind: str, fault: Callable[[random.Random], Awaitable[None]], rng: random.Random,
+                    stop_at: float) -> None:
         pace = PACES[kind]
         at = time.monotonic() + rng.uniform(*pace.first)
         while at < stop_at:
             await asyncio.sleep(max(0.0, at - time.monotonic()))  # the schedule: faults at random times
             self._note(kind)
-            await fault(rng)  # type: ignore[operator]
+            await fault(rng)
             at = time.monotonic() + rng.uniform(*pace.between)
 
     def _note(self, what: str) -> None:

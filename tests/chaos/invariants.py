@@ -218,7 +218,7 @@ async def check_invariants(
     checks["no_service_crashed"] = Check(
         not crashes, {"crashes": crashes,
                       "start_refusals": {n: s.start_refusals for n, s in site.services.items() if s.start_refusals}},
-        settles=False,
+        [f"{n}: {reason}" for n, s in site.services.items() for reason in s.crash_reasons], settles=False,
     )
     return checks
 

@@ -50,6 +50,7 @@ class ServiceProcess:
     kills: int = 0
     started_at: float = 0.0
     unexpected_exits: list[int] = field(default_factory=list)  # return codes of crashes (exits nobody caused)
+    crash_reasons: list[str] = field(default_factory=list)  # the log line saying why, for each crash
     start_refusals: int = 0  # exits at start-up because a server was unreachable (restarted as by a supervisor)
 
     @property
@@ -69,6 +70,7 @@ class ChaosSite:
         self.broker = PrivateRabbitMQ(management=True)
         self.database = PrivatePostgres()
         self.base_port = 0
+        self.keep = False  # keep the directory (logs) when closing: set when an invariant fails
         self.killed: set[int] = set()  # pids of the processes the soak killed (their exits are expected)
         self.services = {name: ServiceProcess(name, self.directory / f"{name}.log") for name in SERVICES}
 
@@ -191,10 +193,10 @@ class ChaosSite:
                 await process.wait()
 
     def close(self, keep: bool = False) -> None:
-        """Remove the servers and (unless `keep`) the site's directory."""
+        """Remove the servers and (unless `keep` or `self.keep`) the site's directory."""
         with contextlib.suppress(subprocess.SubprocessError, OSError, RuntimeError):
             self.broker.close()
         with contextlib.suppress(subprocess.SubprocessError, OSError, RuntimeError):
             self.database.close()
-        if not keep:
+        if not (keep or self.keep):
             shutil.rmtree(self.directory, ignore_errors=True)

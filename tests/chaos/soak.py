@@ -45,6 +45,15 @@ def _start_refused(site: ChaosSite, name: str, returncode: int) -> bool:
     return returncode == 2 and last.startswith("obsflow: ") and bool(_OUTAGE.search(last))
 
 
+def _crash_reason(site: ChaosSite, name: str) -> str:
+    """The last line of a crashed service's log that says why: a part that failed, or the CLI's one line."""
+    lines = site.services[name].log.read_text(errors="replace").splitlines()[-300:]
+    for line in reversed(lines):
+        if '"service_part_failed"' in line or '"shutdown_hook_failed"' in line or line.startswith("obsflow: "):
+            return line[:500]
+    return lines[-1][:500] if lines else "(empty log)"
+
+
 async def _watch_exits(site: ChaosSite, stop: asyncio.Event) -> None:
     """The soak as the services' supervisor: a process that exits without the soak killing it is recorded (a crash,
     or a start refused during an outage) and started again after a backoff, as `obsflow up` would."""
@@ -61,6 +70,7 @@ async def _watch_exits(site: ChaosSite, stop: asyncio.Event) -> None:
                     service.start_refusals += 1
                 else:
                     service.unexpected_exits.append(process.returncode)
+                    service.crash_reasons.append(_crash_reason(site, name))
                     log.error("chaos_service_crashed", service=name, returncode=process.returncode,
                               log_tail=site.log_tails([name], 10))
                 restart_at[name] = now + min(8.0, 0.5 * 2 ** (failures[name] - 1))

@@ -27,10 +27,11 @@ async def chaos_site() -> AsyncIterator[ChaosSite]:
 async def test_every_invariant_holds_after_a_minute_of_faults(chaos_site: ChaosSite) -> None:
     report = await run_soak(SoakPlan(duration_s=60, files=300, seed=20261130, settle_timeout_s=240), chaos_site)
     failing = {name: check for name, check in report["invariants"].items() if not check["ok"]}
+    chaos_site.keep = bool(failing)  # the services' logs stay for whoever looks into it
     assert not failing, (
         f"invariants broken after the faults: {json.dumps(failing, indent=1)}\n"
         f"faults: {report['faults']}\nservice errors: {report['service_errors_logged']}\n"
-        f"{chaos_site.log_tails(list(chaos_site.services), 8)}"
+        f"the services' logs: {chaos_site.directory}\n{chaos_site.log_tails(list(chaos_site.services), 8)}"
     )
     faults = report["faults"]
     # The soak did what it says: each kind of fault happened, during a real load.
