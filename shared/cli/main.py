@@ -79,7 +79,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def describe_failure(error: BaseException) -> str:
     """What to tell the person about an error: our errors' messages say what to do; a file the command could not
-    read or write is named; anything else is unexpected, and says how to see more."""
+    read or write is named; an outage the driver reported in its own words is an outage; anything else is
+    unexpected, and says how to see more."""
     from shared.errors import ObsflowError
 
     if isinstance(error, ObsflowError):
@@ -87,6 +88,11 @@ def describe_failure(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         where = f" {error.filename}" if error.filename else ""
         return f"cannot use{where}: {error.strerror}"
+    from shared.failures import describe, is_transient
+
+    if is_transient(error):  # a driver's own word for an outage (a connection closed under it by a broker restart)
+        return (f"a server obsflow needs went away or is restarting ({describe(error)}); try again shortly, and check "
+                "that PostgreSQL and RabbitMQ are up")
     return (f"unexpected {error.__class__.__name__}: {error}; this is a fault of obsflow: please report it with the "
             f"command you ran ({TRACEBACK_ENV}=1 shows where it happened)")
 

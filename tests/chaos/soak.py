@@ -24,7 +24,8 @@ log = structlog.get_logger()
 UPLOAD_SHARE = 0.2  # of the files, uploaded over HTTP; the rest announced
 LOAD_SHARE = 0.85  # of the fault window, during which the load is spread
 SETTLE_POLL_S = 3.0
-_OUTAGE = re.compile(r"cannot reach RabbitMQ|PostgreSQL unavailable|RabbitMQ unavailable|unavailable")
+# What a service says when it exits at start-up because a server is away (shared/cli/main.py, shared/runner.py).
+_OUTAGE = re.compile(r"cannot reach RabbitMQ|unavailable|went away or is restarting")
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,11 @@ def test_what_is_said_of_an_error() -> None:
     unexpected = describe_failure(RuntimeError("boom"))
     assert unexpected.startswith("unexpected RuntimeError: boom; this is a fault of obsflow")
     assert "OBSFLOW_TRACEBACK=1" in unexpected
+    # Found by `make chaos`: a service starting as the broker stopped exited with "unexpected RuntimeError: <Connection
+    # ...> closed; this is a fault of obsflow" (aio-pika's word for a connection the broker closed under it).
+    outage = describe_failure(RuntimeError('<Connection: "amqp://karoo-ingest:******@127.0.0.1:5672/" at 0x7f> closed'))
+    assert outage.startswith("a server obsflow needs went away or is restarting (RuntimeError: <Connection")
+    assert "fault of obsflow" not in outage
 
 
 @pytest.mark.parametrize("start", [[], ["--from", "first"]])
