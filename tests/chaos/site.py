@@ -151,13 +151,16 @@ class ChaosSite:
         except (aiohttp.ClientError, TimeoutError):
             return False
 
-    async def wait_ready(self, names: list[str], timeout_s: float = READY_TIMEOUT_S) -> None:
-        """Until each of `names` is ready; RuntimeError naming those that are not (with their logs' ends)."""
+    async def wait_ready(
+        self, names: list[str], timeout_s: float = READY_TIMEOUT_S, *, exits_fail: bool = True
+    ) -> None:
+        """Until each of `names` is ready; RuntimeError naming those that are not (with their logs' ends). With
+        `exits_fail` False, a service that exits is waited for (its supervisor starts it again)."""
         deadline = time.monotonic() + timeout_s
         waiting = list(names)
         while waiting:
             dead = [n for n in waiting if not self.services[n].alive]
-            if dead:
+            if dead and exits_fail:
                 raise RuntimeError(f"{', '.join(dead)} exited while starting:\n{self.log_tails(dead)}")
             if time.monotonic() > deadline:
                 raise RuntimeError(

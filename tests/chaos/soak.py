@@ -149,7 +149,7 @@ async def run_soak(plan: SoakPlan, site: ChaosSite) -> dict[str, Any]:
         faults_ended = time.monotonic()
         log.info("chaos_faults_over", injected=counts_of(faults.injected))
         await announcer.flush(plan.settle_timeout_s)
-        await site.wait_ready(list(site.services))
+        await site.wait_ready(list(site.services), exits_fail=False)  # the watcher restarts a refused start
         checks, settled_s = await _settle(site, load, faults, announcer.announced_ids, plan.settle_timeout_s)
     finally:
         stop_watching.set()
