@@ -46,6 +46,19 @@ async def _refuse(request: web.Request, refusal: HttpRefusal) -> web.StreamRespo
     return response
 
 
+def _connection_reset(request: web.Request, error: ConnectionResetError) -> web.Response:
+    """A reset connection: the client's own (it went away mid-request), or a server's behind us (an outage)."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        # The client went away mid-request (aiohttp reports a lost connection this way): nothing to tell anyone.
+        log.info("http_client_gone", path=request.path, error=str(error))
+        return json_error(400, "client_gone", "the connection was lost before the request was complete; send it again")
+    # The client is still there: a server behind us reset its connection (PostgreSQL shutting down while the handler
+    # connected to it). An outage, said as one.
+    log.warning("http_backend_unavailable", path=request.path, error=describe(error))
+    return _unavailable("a database or broker this request needs is unreachable right now; try again shortly")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Known errors become 4xx/503 with their message; anything else a logged 500 with no internals."""
@@ -72,9 +85,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ObsflowError as e:
         return json_error(400, "bad_request", str(e))
     except ConnectionResetError as e:
-        # The client went away mid-request (aiohttp reports a lost connection this way): nothing to tell anyone.
-        log.info("http_client_gone", path=request.path, error=str(e))
-        return json_error(400, "client_gone", "the connection was lost before the request was complete; send it again")
+        return _connection_reset(request, e)
     except Exception as e:  # the HTTP edge: log the fault for operators, tell the user nothing internal
         if is_transient(e):  # a driver's own error for an outage (a refused connection to PostgreSQL)
             log.warning("http_backend_unavailable", path=request.path, error=describe(e))

@@ -161,10 +161,10 @@ async def check_invariants(
     checks["uploads_minted_once"] = Check(
         not uploads_missing, {"uploaded": len(load.uploaded), "missing": len(uploads_missing)}, uploads_missing[:5])
     checks["clients_served"] = Check(
-        not load.upload_server_errors and not load.publisher_failures,
+        not load.upload_wrong_answers and not load.publisher_failures,
         {"failed_upload_attempts": sum(load.upload_attempts_failed.values()),
-         "server_errors": len(load.upload_server_errors), "publisher_failures": len(load.publisher_failures)},
-        [*load.upload_server_errors[:3], *load.publisher_failures[:3]], settles=False,
+         "wrong_answers": len(load.upload_wrong_answers), "publisher_failures": len(load.publisher_failures)},
+        [*load.upload_wrong_answers[:3], *load.publisher_failures[:3]], settles=False,
     )
     missing_in_log = sorted(announced_ids - log.event_ids)
     checks["announcements_in_log"] = Check(

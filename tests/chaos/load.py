@@ -55,7 +55,7 @@ class LoadReport:
     announced: list[SourceFile] = field(default_factory=list)
     uploaded: list[SourceFile] = field(default_factory=list)  # each minted, as its upload's answer said
     upload_attempts_failed: Counter[str] = field(default_factory=Counter)  # by what the client saw
-    upload_server_errors: list[str] = field(default_factory=list)  # 5xx answers other than 503 (bugs)
+    upload_wrong_answers: list[str] = field(default_factory=list)  # 4xx, or 5xx other than 503: bugs
     publisher_failures: list[str] = field(default_factory=list)  # a publisher that gave up (it must not)
     publisher_reconnects: int = 0
 
@@ -166,11 +166,9 @@ class Uploader:
                 answer = await client.upload(source.path, file_type="dat", name=source.name)
             except ServerUnavailable as e:
                 self._report.upload_attempts_failed[f"unavailable {e.status or 'unreachable'}"] += 1
-            except ClientError as e:
-                if e.status < 500:
-                    raise  # a refusal of a good upload: a bug the soak reports by failing
+            except ClientError as e:  # a 500, or a refusal of a good upload: a wrong answer (a bug), retried
                 self._report.upload_attempts_failed[f"{e.status} {e.code}"] += 1
-                self._report.upload_server_errors.append(f"{source.name}: {e}")
+                self._report.upload_wrong_answers.append(f"{source.name}: {e}")
             else:
                 if answer.name != source.name or answer.size != source.size:
                     raise AssertionError(f"uploading {source.name} minted {answer.name} ({answer.size} bytes)")

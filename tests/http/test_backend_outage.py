@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import struct
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from services.catalog.service import SPEC as CATALOG
 from shared.auth import Principal, Role, issue_token
 from shared.auth.secrets import site_secret
+from shared.http.errors import error_middleware
 from shared.runner import ServiceRunner
 from shared.settings import Settings
 from tests.conftest import wait_for
@@ -71,3 +76,34 @@ async def test_every_route_answers_503_not_500_while_the_database_is_down(
         assert during["/api/v1/files"] == (503, "5"), during
         assert during["/readyz"][0] == 503 and during["/healthz"][0] == 200, during
         await wait_for(as_before, timeout_s=60)
+
+
+async def test_a_server_behind_resetting_the_connection_is_a_503_not_the_clients_fault() -> None:
+    # Found by `make chaos`: PostgreSQL shutting down while an upload's handler connected to it reset that connection;
+    # the ConnectionResetError was taken for the client's and answered 400 client_gone (which no client retries).
+    async def reset_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                             struct.pack("ii", 1, 0))
+        writer.transport.abort()  # an RST, as from a server going down
+
+    backend = await asyncio.start_server(reset_at_once, "127.0.0.1", 0)
+    port = backend.sockets[0].getsockname()[1]
+
+    async def handler(_request: web.Request) -> web.Response:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            await reader.read(1)  # the backend's reset: ConnectionResetError
+            writer.write(b"x" * 65536)
+            await writer.drain()
+            await reader.read(1)
+        finally:
+            writer.close()
+        raise AssertionError("the backend did not reset the connection")
+
+    app = web.Application(middlewares=[error_middleware])
+    app.router.add_get("/needs-a-backend", handler)
+    async with backend, TestClient(TestServer(app)) as client:
+        response = await client.get("/needs-a-backend")
+        assert response.status == 503, await response.text()
+        assert response.headers["Retry-After"] == "5"
+        assert (await response.json())["error"]["code"] == "unavailable"
