@@ -13,8 +13,17 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
-from shared.errors import ConfigurationError
+from shared.errors import BrokerUnavailable, ConfigurationError, ObsflowError
+from shared.failures import describe, is_transient
 from shared.settings import BusSettings
+
+
+def not_found(kind: str, name: str, error: aiormq.exceptions.ChannelNotFoundEntity) -> ObsflowError:
+    """What the broker's NOT_FOUND for one of the site's names means: the name is missing (the site is not set up),
+    or, just after a broker restart, the queue exists but its process is not up yet (an outage, waited out)."""
+    if is_transient(error):
+        return BrokerUnavailable(f"the site's {kind} {name!r} is not up yet on the broker ({describe(error)})")
+    return ConfigurationError(f"the site's {kind} {name!r} does not exist on the broker; run `obsflow setup`")
 
 
 @dataclass(frozen=True)
@@ -124,10 +133,8 @@ class Topology:
                     await channel.declare_exchange(name, passive=True)
                 else:
                     await channel.declare_queue(name, passive=True)
-            except aiormq.exceptions.ChannelNotFoundEntity:
-                raise ConfigurationError(
-                    f"the site's {kind} {name!r} does not exist on the broker; run `obsflow setup`"
-                ) from None
+            except aiormq.exceptions.ChannelNotFoundEntity as e:
+                raise not_found(kind, name, e) from e
             finally:
                 if not channel.is_closed:
                     await channel.close()

@@ -13,7 +13,8 @@ import pytest
 from shared.bounded_json import JsonRefused
 from shared.bus.acking import UNKNOWN_ATTEMPTS, Disposition, after_failure
 from shared.bus.messages import Unroutable
-from shared.errors import DatabaseUnavailable, MalformedEvent, StorageUnavailable
+from shared.bus.topology import not_found
+from shared.errors import BrokerUnavailable, ConfigurationError, DatabaseUnavailable, MalformedEvent, StorageUnavailable
 from shared.failures import Failure, classify, translate_db_errors, translate_storage_errors
 
 
@@ -96,3 +97,15 @@ def test_driver_errors_are_translated_at_the_edge() -> None:
     with pytest.raises(StorageUnavailable, match="measuring the stores: PermissionError"), \
             translate_storage_errors("measuring the stores"):
         raise PermissionError(errno.EACCES, "Permission denied")
+
+
+def test_a_site_queue_not_up_yet_is_an_outage_not_a_missing_set_up() -> None:
+    # Found by `make chaos`: a service starting just after a broker restart exited with "the site's queue 'x.log' does
+    # not exist on the broker; run `obsflow setup`" while the stream's process was only not up yet.
+    booting = aiormq.exceptions.ChannelNotFoundEntity(
+        404, "NOT_FOUND - queue 'karoo.log' in vhost '/' process is stopped by supervisor")
+    assert isinstance(not_found("queue", "karoo.log", booting), BrokerUnavailable)
+    assert "not up yet" in str(not_found("queue", "karoo.log", booting))
+    missing = aiormq.exceptions.ChannelNotFoundEntity(404, "NOT_FOUND - no queue 'karoo.log' in vhost '/'")
+    refusal = not_found("queue", "karoo.log", missing)
+    assert isinstance(refusal, ConfigurationError) and "run `obsflow setup`" in str(refusal)
