@@ -62,6 +62,9 @@ _BROKER_REFUSALS: tuple[type[BaseException], ...] = (
 )
 # ... but a queue the broker has, whose process is not running yet (just after a restart), is an outage.
 _QUEUE_NOT_UP = re.compile(r"is down or inaccessible|process is stopped by supervisor")
+# asyncpg's protocol still consuming an error the server sent (state 2: the FATAL of a shutting-down server on a pooled
+# connection) when the pool hands that connection to the next query: the connection is going, the database too.
+_DATABASE_GOING = re.compile(r"another operation \(2\) is in progress")
 # aio-pika and aiormq say a connection that died under a caller with bare RuntimeErrors.
 _CONNECTION_GONE = re.compile(r"^(<Connection: .*> closed|Connection was not opened)$")
 # Sockets: refused, reset, timed out, a name that did not resolve (DNS restarting).
@@ -91,6 +94,8 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS:
         return Failure.PERMANENT
     if type(exc) is RuntimeError and _CONNECTION_GONE.match(str(exc)):
+        return Failure.TRANSIENT
+    if isinstance(exc, asyncpg.InternalClientError) and _DATABASE_GOING.search(str(exc)):
         return Failure.TRANSIENT
     return Failure.UNKNOWN
 

@@ -55,6 +55,9 @@ def _validation_error() -> pydantic.ValidationError:
         (RuntimeError('<Connection: "amqp://ingest:******@127.0.0.1:5672/" at 0x7f62d3d80ff0> closed'),
          Failure.TRANSIENT),
         (RuntimeError("Connection was not opened"), Failure.TRANSIENT),
+        # A pooled connection whose server is shutting down (found by make chaos: an outbox relay died of it).
+        (asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
+         Failure.TRANSIENT),
         # The input: set aside at once.
         (MalformedEvent("event lacks payload"), Failure.PERMANENT),
         (_validation_error(), Failure.PERMANENT),
@@ -65,6 +68,8 @@ def _validation_error() -> pydantic.ValidationError:
         # Neither known: a few attempts.
         (KeyError("observation_id"), Failure.UNKNOWN),
         (RuntimeError("dictionary changed size during iteration"), Failure.UNKNOWN),  # a bug, not an outage
+        (asyncpg.InternalClientError("cannot switch to state 12; another operation (11) is in progress"),
+         Failure.UNKNOWN),  # two coroutines on one connection: a bug
         (FileNotFoundError(errno.ENOENT, "No such file or directory"), Failure.UNKNOWN),
         (PermissionError(errno.EACCES, "Permission denied"), Failure.UNKNOWN),
         (asyncpg.UndefinedTableError('relation "files" does not exist'), Failure.UNKNOWN),
