@@ -18,7 +18,7 @@ from shared.bus.topology import Topology
 from shared.db import apply_migrations, create_pool
 from shared.metrics import BusMetrics
 from shared.settings import Settings
-from tests.infra import LOCAL_AMQP, backends
+from tests.infra import LOCAL_AMQP, backends, drop_site_schemas
 
 pytest_plugins = ["tests.private_servers"]  # private_rabbitmq, private_postgres: servers a test may restart
 
@@ -79,15 +79,7 @@ def settings(unique: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
 async def drop_schemas(settings: Settings) -> AsyncIterator[None]:
     """Drop every schema of the test's site afterwards."""
     yield
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        names = await conn.fetch(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", f"{settings.schema_prefix or settings.site}_%"
-        )
-        for row in names:
-            await conn.execute(f'DROP SCHEMA "{row["nspname"]}" CASCADE')
-    finally:
-        await conn.close()
+    await drop_site_schemas(settings.database_url, settings.schema_prefix or settings.site)
 
 
 @pytest.fixture

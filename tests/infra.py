@@ -10,6 +10,8 @@ import socket
 import subprocess
 from dataclasses import dataclass
 
+import asyncpg
+
 LOCAL_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
 LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -74,3 +76,14 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+async def drop_site_schemas(database_url: str, prefix: str) -> None:
+    """Drop every schema named `<prefix>_*` (a test site's services' schemas) with what they hold."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        for row in await conn.fetch("SELECT nspname FROM pg_namespace WHERE nspname LIKE $1",
+                                    prefix.replace("_", "\\_") + "\\_%"):
+            await conn.execute(f'DROP SCHEMA "{row["nspname"]}" CASCADE')
+    finally:
+        await conn.close()

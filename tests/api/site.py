@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aio_pika
-import asyncpg
 from aiohttp import web
 
 from services.scheduler.runs import repository
@@ -32,7 +31,7 @@ from shared.events import new_event
 from shared.events.types import FileMinted, InstanceCreated
 from shared.runner import ServiceRunner, load_spec
 from shared.settings import SERVICES, Settings, StoreSettings
-from tests.infra import backends, free_port_block
+from tests.infra import backends, drop_site_schemas, free_port_block
 from tests.scheduler.runs_support import (
     STANDARD_SCRIPTS,
     input_files,
@@ -174,13 +173,7 @@ class BackgroundSite:
                 await Topology.from_settings(self.settings.bus, queues).delete(channel)
         finally:
             await connection.close()
-        conn = await asyncpg.connect(self.settings.database_url)
-        try:
-            for row in await conn.fetch("SELECT nspname FROM pg_namespace WHERE nspname LIKE $1",
-                                        f"{self.settings.site}\\_%"):
-                await conn.execute(f'DROP SCHEMA "{row["nspname"]}" CASCADE')
-        finally:
-            await conn.close()
+        await drop_site_schemas(self.settings.database_url, self.settings.site)
 
     def url(self, service: str) -> str:
         """The base URL of `service`."""

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aio_pika
-import asyncpg
 
 from shared.auth import Principal, Role, issue_token
 from shared.bus import Topology, publish_event
@@ -20,6 +19,7 @@ from shared.events.types import FileMinted, InstanceCreated
 from shared.runner import ServiceRunner, load_spec
 from shared.settings import Settings
 from tests.api.site import site_settings
+from tests.infra import drop_site_schemas
 
 SERVICES_UNDER_TEST = ("ingest", "catalog", "scheduler")
 _NIGHTS = itertools.count()
@@ -62,13 +62,7 @@ class ClientSite:
         connection = await aio_pika.connect(self.settings.amqp_url)
         async with connection, connection.channel() as channel:
             await Topology.from_settings(self.settings.bus, queues).delete(channel)
-        conn = await asyncpg.connect(self.settings.database_url)
-        try:
-            for row in await conn.fetch("SELECT nspname FROM pg_namespace WHERE nspname LIKE $1",
-                                        f"{self.settings.site}\\_%"):
-                await conn.execute(f'DROP SCHEMA "{row["nspname"]}" CASCADE')
-        finally:
-            await conn.close()
+        await drop_site_schemas(self.settings.database_url, self.settings.site)
 
     async def publish(self, *events: Event) -> None:
         """Publish events on the site's exchange, in order."""

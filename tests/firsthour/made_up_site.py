@@ -108,7 +108,8 @@ def wait_until_ready(site: MadeUpSite) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"{', '.join(waiting)} not ready {START_TIMEOUT_S:.0f} s after `make up`:\n{site.log_tail()}")
         waiting = [s for s in waiting if not _ready(site.url(s, "/readyz"))]
-        time.sleep(0.5)  # a poll interval between checks of a condition
+        if waiting:
+            time.sleep(0.5)  # a poll interval between checks of a condition
 
 
 def wait_until(probe: Callable[[], T], expected: T, timeout_s: float, what: str) -> None:

@@ -53,8 +53,9 @@ def test_your_own_site_configuration_wins(fake_venv: Path, tmp_path: Path) -> No
     assert seen["path"].split(":")[0] == str(fake_venv / "bin")
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None, reason="runs the script as another user")
 def test_without_one_the_example_site_runs_and_jobs_run_as_you_when_you_are_not_root(fake_venv: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        pytest.fail("this test runs the script as another user: it needs root and runuser (the tests run as root)")
     seen = _up(fake_venv, {**_environment(), "HOME": "/nonexistent"}, user="nobody")
     assert seen["config"] == str(REPO / "examples" / "obsflow.toml")
     assert seen["run_as"] == ""  # cleared: the example's obsflow-jobs is for root only
