@@ -230,6 +230,12 @@ async def test_a_full_disk_makes_announcements_wait_until_it_grows(
     async with running_ingest(options) as ingest:
         await announce(amqp, settings, *(announcement(p, site=settings.site) for p in paths))
         await _drain(ingest)
+
+        async def settled() -> bool:  # the gauge is refreshed with each usage refresh, and resumes may mint meanwhile
+            minted, _, _ = await counts(ingest.ctx.pool)
+            return _waiting(ingest) == 40 - minted
+
+        await wait_for(settled, timeout_s=30)
         minted, _, _ = await counts(ingest.ctx.pool)
         assert 10 <= minted <= 24 and _waiting(ingest) == 40 - minted  # 24 MiB hold at most 24
         assert await rejection_codes(ingest.ctx.pool) == []
