@@ -10,7 +10,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -35,6 +35,38 @@ class StoreSettings(BaseModel):
     def zero_config(self) -> bool:
         """Whether this is the default store of a site that configures none (its root may be created)."""
         return self._zero_config
+
+
+class PeerSettings(BaseModel):
+    """Another site this one exchanges events and bytes with (`[[peers]]`; docs/transfer.md).
+
+    Secrets live in files: `token_file` holds the obsflow token this site uses at the peer (an account there with the
+    read-append role), `amqp_password_file` the password of the broker user the peer gave this site. Neither is
+    read at start-up of anything but the transfer service and `obsflow setup`, and neither is ever logged.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    amqp_url: str | None = None  # the peer's broker, without a password (`amqp://karoo-peer@host:5672/vhost`)
+    amqp_password_file: Path | None = None
+    bus_prefix: str = "obsflow"  # the peer's OBSFLOW_BUS__PREFIX: its events exchange is `<bus_prefix>.events`
+    http_url: str | None = None  # the peer's base URL: ingest at its base port (`http://host:8470`)
+    transfer_url: str | None = None  # its transfer service (forwarding); default: http_url's port + 2
+    token_file: Path | None = None
+    manager: Literal["http", "local", "globus"] = "http"
+    landing_dir: Path | None = None  # local manager: a directory here that the peer's ingest reads (a source root)
+    cost: float = Field(default=1.0, gt=0)  # relative cost of sending a byte over this link
+    thin: bool = False  # a thin link: files cross it once, then travel on from the first copy beyond it
+    bandwidth_mbps: float | None = Field(default=None, gt=0)  # a cap on what this site sends there
+    via: str | None = None  # send files for this peer through that peer instead of directly
+
+    @field_validator("name", "via")
+    @classmethod
+    def _site_name(cls, value: str | None) -> str | None:
+        if value is not None and not _SITE_NAME.match(value):
+            raise ValueError("a peer's name is its site name: 1-40 lowercase letters, digits, '-' or '_'")
+        return value
 
 
 class BusSettings(BaseModel):
@@ -130,6 +162,7 @@ class Settings(BaseSettings):
     login_failures_per_address: int = Field(default=30, ge=1)
     login_failure_window_s: float = Field(default=300.0, gt=0)
     stores: list[StoreSettings] = []
+    peers: list[PeerSettings] = []
     services: dict[str, dict[str, Any]] = {}
 
     @field_validator("site")
@@ -162,7 +195,20 @@ class Settings(BaseSettings):
             self.stores = [default]
         for store in self.stores:
             store.root = store.root.resolve()
+        names = [peer.name for peer in self.peers]
+        for peer in self.peers:
+            if peer.name == self.site or names.count(peer.name) > 1:
+                raise ValueError(f"peer {peer.name!r} is this site or declared twice: each [[peers]] names another site")
+            if peer.via is not None and (peer.via == peer.name or peer.via not in names):
+                raise ValueError(f"peer {peer.name!r} goes via {peer.via!r}, which is not another declared peer")
         return self
+
+    def peer(self, name: str) -> PeerSettings:
+        """The declared peer `name`; ConfigurationError if there is none."""
+        for peer in self.peers:
+            if peer.name == name:
+                return peer
+        raise ConfigurationError(f"site {name!r} is not a declared peer of {self.site!r}; add it to [[peers]]")
 
     def schema_for(self, service: str) -> str:
         """The PostgreSQL schema that `service` owns at this site."""
@@ -189,6 +235,8 @@ FILE_RELATIVE_PATHS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("services", "scheduler"), "input_roots"),
     (("services", "scheduler", "backend_options", "slurm"), "slurm_conf"),
 )
+# The same for every `[[peers]]` table.
+PEER_FILE_PATHS = ("token_file", "amqp_password_file", "landing_dir")
 
 
 def anchor_file_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -208,6 +256,11 @@ def anchor_file_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
             root = store.get("root") if isinstance(store, dict) else None
             if isinstance(root, str) and root and os.path.normpath(root) != ".":
                 store["root"] = _anchored(root, base, several=False)
+    peers = values.get("peers")
+    for peer in peers if isinstance(peers, list) else ():
+        for key in PEER_FILE_PATHS if isinstance(peer, dict) else ():
+            if key in peer:
+                peer[key] = _anchored(peer[key], base, several=False)
     return values
 
 

@@ -13,4 +13,4 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     return ServiceParts(routes=openapi_routes(openapi_document()))
 
 
-SPEC = ServiceSpec(name="transfer", build=build)
+SPEC = ServiceSpec(name="transfer", build=build, migrations=("services.transfer.migrations",))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -61,4 +61,38 @@ class FileAnswer(ApiModel):
     file: IngestedFile
 
 
-INGEST_MODELS: tuple[type[ApiModel], ...] = (IngestedFile, LocalInstance, MintAnswer, UploadTicket, FileAnswer)
+class ReplicaFile(ApiModel):
+    """A file minted at another site, as its `file.minted` said: what the bytes of a replica must match.
+
+    The transfer service of the sending site fills it from the event; the receiving ingest verifies every byte
+    against `size` and `checksum` before it records an instance, and keeps the rest as the file's metadata.
+    """
+
+    name: str
+    size: int = Field(ge=0)
+    checksum: str = Field(description="xxh3-128:<32 hex>, as minted")
+    file_type: str
+    observation_id: str | None = None
+    start_jd: float | None = None
+    duration_s: float | None = None
+    origin_site: str
+    uploader: str
+    created_at: datetime
+    produced_by: dict[str, Any] | None = None
+
+
+class ReplicaRequest(ApiModel):
+    """`POST /api/v1/replicas`: announce the bytes of a copy of another site's file (then PUT them)."""
+
+    file: ReplicaFile
+
+
+class LocalReplicaRequest(ApiModel):
+    """`POST /api/v1/replicas/local`: adopt a copy of another site's file that lies beneath a source root."""
+
+    file: ReplicaFile
+    path: str = Field(description="absolute, beneath one of ingest's source_roots")
+
+
+INGEST_MODELS: tuple[type[ApiModel], ...] = (IngestedFile, LocalInstance, MintAnswer, UploadTicket, FileAnswer,
+                                             ReplicaFile, ReplicaRequest, LocalReplicaRequest)

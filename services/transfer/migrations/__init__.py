@@ -1,0 +1,1 @@
+"""The transfer service's schema migrations."""
