@@ -56,10 +56,10 @@ class PeerSettings(BaseModel):
     token_file: Path | None = None
     manager: Literal["http", "local", "globus"] = "http"
     landing_dir: Path | None = None  # local manager: a directory here that the peer's ingest reads (a source root)
-    cost: float = Field(default=1.0, gt=0)  # relative cost of sending a byte over this link
-    thin: bool = False  # a thin link: files cross it once, then travel on from the first copy beyond it
     bandwidth_mbps: float | None = Field(default=None, gt=0)  # a cap on what this site sends there
-    via: str | None = None  # send files for this peer through that peer instead of directly
+    # Reach this peer through that one: a file for both crosses this site's (thin) link once, to the via peer,
+    # which sends it on from its verified copy.
+    via: str | None = None
 
     @field_validator("name", "via")
     @classmethod

@@ -8,12 +8,14 @@ every byte against the minted checksum before it records anything; a manager rep
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from shared.api.ingest import ReplicaFile
+from shared.safe_paths import UnsafePath, open_beneath
 from shared.settings import PeerSettings
 
 
@@ -28,6 +30,14 @@ class FileToSend:
     @property
     def name(self) -> str:
         return self.record.name
+
+
+def open_instance(file: FileToSend) -> BinaryIO:
+    """This site's copy of `file`, opened beneath its store's root without following any link (blocking)."""
+    relative = os.path.relpath(file.path, file.store_root)
+    if relative.startswith(".."):
+        raise UnsafePath(f"{file.path} is not beneath its store's root {file.store_root}")
+    return os.fdopen(open_beneath(file.store_root, relative), "rb")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Evaluating orders into transfers, and sending transfers' files to peers in batches (the leader loop)."""

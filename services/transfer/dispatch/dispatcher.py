@@ -1,0 +1,282 @@
+"""The dispatch loop: one leader per schema sends due transfers to their next hop in batches, lane by lane.
+
+A batch is recorded (its id, its files, an attempt each) before its manager is called, and ended with every file's
+outcome in one transaction. A batch still open when a leader starts (the last one died, or was stopped, mid-batch)
+is sent again first, under the same id: the destination keeps one instance per file whatever it receives twice, and a
+manager that submitted work elsewhere resumes it from the batch's journal. A file that fails is tried again after a
+capped exponential backoff, at most `max_attempts` times; then it stays visible as stuck with its last reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+from pydantic import ValidationError
+
+from services.transfer.dispatch import repository
+from services.transfer.dispatch.lanes import Lane, TransferFigures
+from services.transfer.dispatch.repository import DueTransfer, OpenBatch, Result
+from services.transfer.forwarding import Forwarder
+from services.transfer.managers.base import Delivered, Failed, FileToSend, Outcome, TransferManager
+from services.transfer.optimizer import ConcurrencyOptimizer
+from services.transfer.options import TransferOptions
+from services.transfer.retries import retry_delay_s
+from services.transfer.routing import Arrived, Forward, Send, next_hop
+from shared.api.ingest import ReplicaFile
+from shared.bus.backoff import Backoff
+from shared.failures import describe, is_transient
+from shared.locks import Leader, LeadershipLost, lock_key
+from shared.periodic import every
+from shared.settings import Settings
+
+log = structlog.get_logger()
+
+
+class DbJournal:
+    """A batch's notes in the `batches` row (the BatchJournal a manager resumes from)."""
+
+    def __init__(self, pool: asyncpg.Pool, batch_id: str) -> None:
+        self._pool = pool
+        self._batch_id = batch_id
+
+    async def recall(self) -> dict[str, Any]:
+        async with self._pool.acquire() as conn:
+            return await repository.journal(conn, self._batch_id)
+
+    async def note(self, values: dict[str, Any]) -> None:
+        async with self._pool.acquire() as conn:
+            await repository.note_journal(conn, self._batch_id, values)
+
+
+class TransferDispatcher:
+    """Sends what the orders want; `run(stop)` is the transfer service's background task."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, schema: str, settings: Settings, options: TransferOptions,
+        managers: Mapping[str, TransferManager], forwarder: Forwarder, figures: TransferFigures,
+    ) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.site = settings.site
+        self.peers = {p.name: p for p in settings.peers}
+        self.store_roots = {s.name: s.root for s in settings.stores}
+        self.options = options
+        self.managers = managers
+        self.forwarder = forwarder
+        self.figures = figures
+        self.lanes = {name: Lane(peer, ConcurrencyOptimizer(
+            level=options.http_concurrency, maximum=options.http_max_concurrency)) for name, peer in self.peers.items()}
+        self._forwarding: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.wakeup = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Lead dispatching for this schema until `stop`; outages and a lost lock are waited out, nothing else."""
+        leader = Leader(self.pool, lock_key("transfer-dispatch", self.schema), f"transfer dispatcher of {self.schema}")
+        backoff = Backoff()
+        try:
+            while not stop.is_set():
+                try:
+                    await self._lead(leader, stop, backoff)
+                except Exception as e:  # the policy point: a lost lock or an outage is waited out, nothing else
+                    if not (isinstance(e, LeadershipLost) or is_transient(e)):
+                        raise
+                    log.warning("transfer_dispatch_retry", error=describe(e), retry_in_s=round(backoff.peek(), 2))
+                    await backoff.wait(stop)
+        finally:
+            for manager in self.managers.values():
+                await manager.close()
+
+    async def _lead(self, leader: Leader, stop: asyncio.Event, backoff: Backoff) -> None:
+        async with leader.leading(stop, retry_s=2.0, wakeup=self.wakeup) as leading:
+            if not leading:
+                return
+            try:
+                backoff.reset()
+                async with self.pool.acquire() as conn:
+                    unfinished = await repository.open_batches(conn)
+                if unfinished:
+                    log.warning("transfer_batches_resumed", batches=len(unfinished))
+                for batch in unfinished:
+                    self._launch(self.lanes.get(batch.peer), batch)
+
+                async def tick() -> None:
+                    if leader.lost():
+                        raise LeadershipLost(f"the transfer dispatcher of {self.schema} lost its lock's session")
+                    await self.tick()
+
+                await every(self.options.dispatch_interval_s, tick, stop, name="transfer-dispatch", first_now=True,
+                            wakeup=self.wakeup)
+            finally:
+                await self._stop_batches()
+
+    async def tick(self) -> None:
+        """One pass: every due transfer to its next hop; a batch started on every lane that has room."""
+        async with self.pool.acquire() as conn:
+            due = await repository.due_transfers(conn, max_attempts=self.options.max_attempts,
+                                                 limit=self.options.dispatch_window)
+        by_lane: dict[str, list[DueTransfer]] = {}
+        for transfer in due:
+            hop = next_hop(self.peers, transfer.destination, {*transfer.holders, self.site})
+            if isinstance(hop, Arrived):
+                continue
+            if isinstance(hop, Forward):
+                self._forward(transfer, hop.via)
+            elif isinstance(hop, Send):
+                by_lane.setdefault(hop.peer, []).append(transfer)
+        for peer, transfers in by_lane.items():
+            lane = self.lanes.get(peer)
+            if lane is None:  # a destination that is no declared peer (any more)
+                await self._refuse_unknown(peer, transfers)
+                continue
+            size = self._batch_size(lane, transfers[0])
+            while not lane.busy and transfers:
+                batch, transfers = transfers[:size], transfers[size:]
+                await self._start(lane, self._manager_name(lane, batch[0]), batch)
+
+    def _manager_name(self, lane: Lane, transfer: DueTransfer) -> str:
+        # An order's manager applies on a direct link; a hop goes the way the link to the via peer is configured.
+        if transfer.manager and transfer.destination == lane.peer.name:
+            return transfer.manager
+        return lane.peer.manager
+
+    def _batch_size(self, lane: Lane, transfer: DueTransfer) -> int:
+        if self._manager_name(lane, transfer) == "globus":
+            return self.options.globus_batch_files
+        return lane.optimizer.level
+
+    async def _start(self, lane: Lane, manager: str, batch: Sequence[DueTransfer]) -> None:
+        open_batch = OpenBatch(uuid.uuid4().hex, lane.peer.name, manager,
+                               tuple((t.file_name, t.destination) for t in batch))
+        async with self.pool.acquire() as conn, conn.transaction():
+            await repository.start_batch(conn, open_batch.batch_id, lane.peer.name, manager, open_batch.items)
+        self._launch(lane, open_batch)
+
+    def _launch(self, lane: Lane | None, batch: OpenBatch) -> None:
+        if lane is None:
+            log.error("transfer_batch_orphaned", batch_id=batch.batch_id, peer=batch.peer,
+                      reason="the peer is no longer declared; its files stay in flight until it is declared again")
+            return
+        task = asyncio.create_task(self._send(lane, batch), name=f"transfer-batch-{batch.batch_id}")
+        lane.batches.add(task)
+        task.add_done_callback(lane.batches.discard)
+
+    async def _send(self, lane: Lane, batch: OpenBatch) -> None:
+        started, moved = time.monotonic(), 0
+
+        async def progress(nbytes: int) -> None:
+            nonlocal moved
+            moved += nbytes
+            self.figures.bytes.labels(lane.peer.name).inc(nbytes)
+            await lane.spend(nbytes)
+
+        names = sorted({name for name, _ in batch.items})
+        async with self.pool.acquire() as conn:
+            sources = await repository.sources(conn, names, self.site)
+        files, missing = self._files_to_send(names, sources)
+        outcomes: dict[str, Outcome] = dict(missing)
+        manager = self.managers.get(batch.manager)
+        if manager is None:
+            outcomes.update({f.name: Failed(f.name, f"no {batch.manager!r} transfer manager is configured here",
+                                            permanent=True) for f in files})
+        elif files:
+            try:
+                sent = await manager.send(lane.peer, batch.batch_id, files, DbJournal(self.pool, batch.batch_id),
+                                          progress)
+                outcomes.update({o.name: o for o in sent})
+            except Exception as e:  # a failure of the whole batch (the peer unreachable): every file retries
+                if not is_transient(e):
+                    log.error("transfer_batch_failed", batch_id=batch.batch_id, peer=lane.peer.name, error=describe(e))
+                outcomes.update({f.name: Failed(f.name, describe(e)) for f in files if f.name not in outcomes})
+        await self._finish(lane, batch, outcomes, moved, time.monotonic() - started)
+
+    def _files_to_send(
+        self, names: Sequence[str], sources: Mapping[str, repository.Source]
+    ) -> tuple[list[FileToSend], dict[str, Outcome]]:
+        files: list[FileToSend] = []
+        missing: dict[str, Outcome] = {}
+        for name in names:
+            source = sources.get(name)
+            root = self.store_roots.get(source.store) if source else None
+            if source is None or root is None:
+                missing[name] = Failed(name, f"{self.site} holds no verified copy of {name} on a configured store")
+                continue
+            try:
+                record = ReplicaFile.model_validate(source.minted)
+            except ValidationError as e:
+                missing[name] = Failed(name, f"the minted record of {name} is not a replica claim: {e}", permanent=True)
+                continue
+            files.append(FileToSend(record, root, Path(source.path)))
+        return files, missing
+
+    async def _finish(
+        self, lane: Lane, batch: OpenBatch, outcomes: Mapping[str, Outcome], moved: int, seconds: float
+    ) -> None:
+        results: list[Result] = []
+        delays: list[float] = []
+        async with self.pool.acquire() as conn:
+            attempts = dict(await conn.fetch(
+                "SELECT file_name, attempts FROM transfers WHERE file_name = ANY($1::text[])",
+                [name for name, _ in batch.items]))
+        for name, destination in batch.items:
+            outcome = outcomes.get(name) or Failed(name, "the manager reported nothing for this file")
+            reached = destination == batch.peer
+            if isinstance(outcome, Delivered):
+                results.append(Result(name, destination, "already" if outcome.already else "delivered",
+                                      reached_destination=reached))
+            else:
+                results.append(Result(name, destination, "failed", outcome.reason, permanent=outcome.permanent))
+            delays.append(retry_delay_s(attempts.get(name, 1), self.options.retry_base_s, self.options.retry_cap_s))
+            self.figures.files.labels(lane.peer.name, results[-1].outcome).inc()
+        async with self.pool.acquire() as conn, conn.transaction():
+            await repository.finish_batch(conn, batch.batch_id, results, retry_delays_s=delays)
+        failed = sum(1 for r in results if r.outcome == "failed")
+        level = lane.optimizer.observe(moved, seconds, len(results), failed)
+        self.figures.concurrency.labels(lane.peer.name).set(level)
+        log.info("transfer_batch_ended", batch_id=batch.batch_id, peer=batch.peer, manager=batch.manager,
+                 files=len(results), failed=failed, bytes=moved, seconds=round(seconds, 3), concurrency=level,
+                 **({"first_failure": next(r.reason for r in results if r.outcome == "failed")} if failed else {}))
+        self.wakeup.set()  # room on the lane: the next batch need not wait for the next tick
+
+    def _forward(self, transfer: DueTransfer, via: str) -> None:
+        key = (transfer.file_name, transfer.destination)
+        if key in self._forwarding:
+            return
+        task = asyncio.create_task(self._ask_forward(transfer, via))
+        self._forwarding[key] = task
+        task.add_done_callback(lambda _t: self._forwarding.pop(key, None))
+
+    async def _ask_forward(self, transfer: DueTransfer, via: str) -> None:
+        peer = self.peers[via]
+        try:
+            await self.forwarder.forward(peer, transfer.file_name, transfer.destination)
+        except Exception as e:  # recorded against the transfer, retried after its backoff
+            delay = retry_delay_s(transfer.attempts + 1, self.options.retry_base_s, self.options.retry_cap_s)
+            reason = f"asking {via} to send it on to {transfer.destination}: {describe(e)}"
+            async with self.pool.acquire() as conn:
+                await repository.note_failure(conn, transfer.file_name, transfer.destination, reason, delay)
+            log.warning("transfer_forward_failed", file=transfer.file_name, via=via,
+                        destination=transfer.destination, error=describe(e))
+            return
+        async with self.pool.acquire() as conn:
+            await repository.mark_forwarded(conn, transfer.file_name, transfer.destination)
+        log.info("transfer_forwarded", file=transfer.file_name, via=via, destination=transfer.destination)
+
+    async def _refuse_unknown(self, peer: str, transfers: Sequence[DueTransfer]) -> None:
+        reason = f"{peer} is not a declared peer of {self.site}: add it to [[peers]]"
+        async with self.pool.acquire() as conn:
+            for t in transfers:
+                await repository.note_failure(conn, t.file_name, t.destination, reason, self.options.retry_cap_s)
+
+    async def _stop_batches(self) -> None:
+        """Cancel batches in flight: they stay open in the schema and are sent again by the next leader."""
+        tasks = [task for lane in self.lanes.values() for task in lane.batches] + list(self._forwarding.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

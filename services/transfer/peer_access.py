@@ -1,0 +1,42 @@
+"""How this site reaches a peer's services: their URLs and the token it holds there (read from a file, never
+logged)."""
+
+from __future__ import annotations
+
+from yarl import URL
+
+from shared.errors import ConfigurationError
+from shared.settings import PeerSettings
+from shared.service_names import SERVICES
+
+
+def ingest_url(peer: PeerSettings) -> str:
+    """The peer's ingest service (its `http_url`)."""
+    if not peer.http_url:
+        raise ConfigurationError(f"peer {peer.name!r} has no http_url: set it in its [[peers]] table")
+    return peer.http_url.rstrip("/")
+
+
+def transfer_url(peer: PeerSettings) -> str:
+    """The peer's transfer service: `transfer_url`, else the port after its ingest's by the services' order."""
+    if peer.transfer_url:
+        return peer.transfer_url.rstrip("/")
+    base = URL(ingest_url(peer))
+    if base.port is None:
+        raise ConfigurationError(f"peer {peer.name!r}: give transfer_url (http_url {base} names no port)")
+    return str(base.with_port(base.port + SERVICES.index("transfer") - SERVICES.index("ingest"))).rstrip("/")
+
+
+def peer_token(peer: PeerSettings) -> str:
+    """The token this site uses at `peer`, from its token_file; ConfigurationError saying what to fix."""
+    if peer.token_file is None:
+        raise ConfigurationError(f"peer {peer.name!r} has no token_file: create an account with the read-append role "
+                                 f"at {peer.name}, put a token of it in a file here and name it in [[peers]]")
+    try:
+        token = peer.token_file.read_text().strip()
+    except OSError as e:
+        raise ConfigurationError(f"cannot read the token file of peer {peer.name!r} ({peer.token_file}): "
+                                 f"{e.strerror}") from e
+    if not token:
+        raise ConfigurationError(f"the token file of peer {peer.name!r} ({peer.token_file}) is empty")
+    return token
