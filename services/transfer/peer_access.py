@@ -6,8 +6,8 @@ from __future__ import annotations
 from yarl import URL
 
 from shared.errors import ConfigurationError
-from shared.settings import PeerSettings
 from shared.service_names import SERVICES
+from shared.settings import PeerSettings
 
 
 def ingest_url(peer: PeerSettings) -> str:

@@ -1,7 +1,6 @@
 """Orders become transfers: the names this site's new instances bring are asked against every live order (seconds
 after the mint), and each order is swept once when it is created and then every `catch_up_interval_s` (whatever
-was missed: an order created after its files, a name the catalog did not know yet, a copy deleted at the
-destination).
+was missed: an order created after its files, a name the catalog did not know for minutes).
 
 Matching is the catalog's search itself (one implementation of the search language, over the catalog's read model
 of every site): `CatalogSearch` asks it over HTTP. Nothing is lost while the catalog is down or behind: names stay
@@ -13,7 +12,7 @@ from __future__ import annotations
 import asyncpg
 import structlog
 
-from services.transfer.catalog_port import CatalogSearch
+from services.transfer.catalog_port import CatalogSearch, SearchRefused
 from services.transfer.dispatch import repository
 from services.transfer.options import TransferOptions
 
@@ -47,7 +46,11 @@ class OrderEvaluator:
             for order in orders:
                 if order.destination == self.site or not known:
                     continue
-                matching = await self.catalog.names_matching(order.search, sorted(known), held_at=self.site)
+                try:
+                    matching = await self.catalog.names_matching(order.search, sorted(known), held_at=self.site)
+                except SearchRefused as e:  # accepted when created, refused now (a newer catalog): skip the order
+                    log.error("order_search_refused", order_id=order.order_id, reason=str(e))
+                    continue
                 wanted += [(name, order.destination, order.order_id, order.priority) for name in sorted(matching)]
             unknown = sorted(set(names) - known)
             async with self.pool.acquire() as conn, conn.transaction():
@@ -70,18 +73,24 @@ class OrderEvaluator:
         for order in orders:
             if order.destination == self.site:
                 continue
-            batch: list[tuple[str, str, str, int]] = []
-            async for name in self.catalog.files_matching(order.search, held_at=self.site,
-                                                          lacking_at=order.destination):
-                batch.append((name, order.destination, order.order_id, order.priority))
-                if len(batch) >= BATCH_NAMES:
-                    created += await self._want(batch)
-                    batch = []
-            created += await self._want(batch)
+            try:
+                created += await self._sweep(order)
+            except SearchRefused as e:  # marked swept all the same: the full sweep says so again, not every tick
+                log.error("order_search_refused", order_id=order.order_id, reason=str(e))
             async with self.pool.acquire() as conn:
                 await repository.mark_caught_up(conn, order.order_id)
             log.info("order_caught_up", order_id=order.order_id, destination=order.destination)
         return created
+
+    async def _sweep(self, order: repository.LiveOrder) -> int:
+        created = 0
+        batch: list[tuple[str, str, str, int]] = []
+        async for name in self.catalog.files_matching(order.search, held_at=self.site, lacking_at=order.destination):
+            batch.append((name, order.destination, order.order_id, order.priority))
+            if len(batch) >= BATCH_NAMES:
+                created += await self._want(batch)
+                batch = []
+        return created + await self._want(batch)
 
     async def _want(self, batch: list[tuple[str, str, str, int]]) -> int:
         if not batch:

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Sequence
 
 import aiohttp
+from shared.client.replicas import ReplicaRefused, push_replica
 
 from services.transfer.managers.base import (
     BatchJournal,
@@ -22,7 +23,6 @@ from services.transfer.managers.base import (
     open_instance,
 )
 from services.transfer.peer_access import ingest_url, peer_token
-from shared.client.replicas import ReplicaRefused, push_replica
 from shared.errors import ObsflowError
 from shared.failures import describe
 from shared.settings import PeerSettings

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
+from shared.client.replicas import ReplicaRefused, adopt_local_replica
 
 from services.transfer.managers.base import (
     BatchJournal,
@@ -23,7 +24,6 @@ from services.transfer.managers.base import (
     open_instance,
 )
 from services.transfer.peer_access import ingest_url, peer_token
-from shared.client.replicas import ReplicaRefused, adopt_local_replica
 from shared.errors import ConfigurationError, ObsflowError
 from shared.failures import describe
 from shared.settings import PeerSettings
@@ -97,7 +97,4 @@ def _land(file: FileToSend, target: Path) -> int:
 
 
 def _remove(target: Path) -> None:
-    try:
-        target.unlink()
-    except FileNotFoundError:
-        pass
+    target.unlink(missing_ok=True)

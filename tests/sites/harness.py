@@ -1,0 +1,193 @@
+"""Two or three whole sites on one machine, linked the way sites are: each its own schemas, bus prefix, stores,
+ports and secret; every byte and event between two sites goes through a `SiteLink` the test can cut for real.
+
+A site runs ingest, catalog and transfer in-process (the services site-to-site work needs). Its peers are declared
+as a user declares them, `[[peers]]` with URLs that point at the link's proxies; tokens are issued by each
+destination's own secret into files, as an operator would hand them out; the shovels are set up by `obsflow setup`'s
+own code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+
+from services.catalog.service import SPEC as CATALOG
+from services.ingest.service import SPEC as INGEST
+from services.transfer.service import SPEC as TRANSFER
+from shared.auth import Principal, Role, issue_token
+from shared.auth.secrets import site_secret
+from shared.bus import publish_event
+from shared.events import new_event
+from shared.events.types import ObservationAnnounced
+from shared.runner import ServiceRunner
+from shared.settings import PeerSettings, Settings, StoreSettings
+from tests.infra import free_port_block
+from tests.sites.link import Link
+
+AMQP_PORT = 5672
+DAY = 86400.0
+
+
+@dataclass
+class SiteUnderTest:
+    """One site: its settings, its running services, the directories a correlator and peers write into."""
+
+    name: str
+    settings: Settings
+    incoming: Path
+    landing: Path
+    runners: dict[str, ServiceRunner] = field(default_factory=dict)
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.settings.http_port(service)}"
+
+    def token(self, account: str = "op", role: Role = Role.ADMIN) -> str:
+        """A token this site's services accept."""
+        return issue_token(site_secret(self.settings), Principal(account, role), DAY)
+
+    async def start(self, *services: str) -> None:
+        """Start the named services (ingest, catalog and transfer by default), in that order."""
+        specs = {"ingest": INGEST, "catalog": CATALOG, "transfer": TRANSFER}
+        for name in services or ("ingest", "catalog", "transfer"):
+            runner = ServiceRunner(specs[name], self.settings)
+            await runner.start()
+            self.runners[name] = runner
+
+    async def stop(self, *services: str) -> None:
+        for name in services or list(reversed(self.runners)):
+            runner = self.runners.pop(name, None)
+            if runner is not None:
+                await runner.stop()
+
+    async def fetchval(self, service: str, sql: str, *args: Any) -> Any:
+        """One value from `service`'s own schema."""
+        return await self.runners[service].ctx.pool.fetchval(sql, *args)
+
+    async def announce(self, channel: aio_pika.abc.AbstractChannel, names: Sequence[str], size: int) -> list[Path]:
+        """A correlator writes `names` (each `size` bytes, content unique to the file) and announces them."""
+        exchange = await channel.get_exchange(f"{self.settings.bus.prefix}.events")
+        paths = []
+        for name in names:
+            path = self.incoming / name
+            line = f"{self.name} {name}\n".encode()
+            path.write_bytes((line * (size // len(line) + 1))[:size])
+            announced = ObservationAnnounced(path=str(path), file_type="uvh5")
+            await publish_event(exchange, new_event(announced, site=self.name, producer="correlator"))
+            paths.append(path)
+        return paths
+
+
+@dataclass
+class SiteLink:
+    """Everything between two sites: for each direction, the broker (shovels) and the ingest and transfer APIs."""
+
+    ends: frozenset[str]
+    proxies: list[Link] = field(default_factory=list)
+
+    async def cut(self, mode: str = "reset") -> None:
+        """Cut the link both ways: `reset` (connections closed, new ones refused) or `blackhole` (nothing passes)."""
+        for proxy in self.proxies:
+            await proxy.cut(mode)
+
+    async def restore(self) -> None:
+        for proxy in self.proxies:
+            await proxy.restore()
+
+
+@dataclass
+class Sites:
+    """The sites of a test and the links between every two of them."""
+
+    sites: dict[str, SiteUnderTest]
+    links: dict[frozenset[str], SiteLink]
+
+    def __getitem__(self, name: str) -> SiteUnderTest:
+        return self.sites[name]
+
+    def link(self, a: str, b: str) -> SiteLink:
+        return self.links[frozenset((a, b))]
+
+
+@contextlib.asynccontextmanager
+async def linked_sites(
+    base: Settings, tmp: Path, names: Sequence[str], *, via: Mapping[tuple[str, str], str] | None = None,
+    manager: str = "http", transfer: Mapping[str, Any] | None = None, stores: Mapping[str, Any] | None = None,
+) -> AsyncIterator[Sites]:
+    """Sites `names`, each a peer of every other (`via[(a, b)] = c`: a reaches b through c), with their shovels set
+    up; nothing is started (start each site's services in the test). Everything is removed afterwards."""
+    from tests.sites.links_setup import remove_peer_links, set_up_peer_links
+
+    ports = {name: free_port_block() for name in names}
+    links: dict[frozenset[str], SiteLink] = {}
+    proxies: dict[tuple[str, str], dict[str, Link]] = {}
+    for a in names:
+        for b in names:
+            if a == b:
+                continue
+            link = links.setdefault(frozenset((a, b)), SiteLink(frozenset((a, b))))
+            # a's view of b: b's broker, b's ingest, b's transfer, each through the link.
+            ends = {"amqp": Link(AMQP_PORT), "ingest": Link(ports[b]), "transfer": Link(ports[b] + 2)}
+            for proxy in ends.values():
+                await proxy.start()
+                link.proxies.append(proxy)
+            proxies[(a, b)] = ends
+    sites: dict[str, SiteUnderTest] = {}
+    secret_of = {name: f"test-secret-of-{name}-{secrets.token_hex(24)}" for name in names}
+    for name in names:
+        root = tmp / name
+        for directory in ("store", "incoming", "landing", "peers", "var"):
+            (root / directory).mkdir(parents=True)
+        peers = []
+        for other in names:
+            if other == name:
+                continue
+            token_file = root / "peers" / f"{other}.token"
+            other_settings = base.model_copy(update={"auth_secret": secret_of[other]})
+            token_file.write_text(issue_token(site_secret(other_settings),
+                                              Principal(f"{name}-peer", Role.READ_APPEND), DAY))
+            password_file = root / "peers" / f"{other}.amqp"
+            password_file.write_text("guest")
+            ends = proxies[(name, other)]
+            peers.append(PeerSettings(
+                name=other, amqp_url=f"amqp://guest@127.0.0.1:{ends['amqp'].port}/",
+                amqp_password_file=password_file, bus_prefix=f"{base.bus.prefix}-{other}",
+                http_url=f"http://127.0.0.1:{ends['ingest'].port}",
+                transfer_url=f"http://127.0.0.1:{ends['transfer'].port}", token_file=token_file,
+                manager=manager, landing_dir=tmp / other / "landing",
+                via=(via or {}).get((name, other)),
+            ))
+        settings = base.model_copy(update={
+            "site": name, "schema_prefix": f"{base.site}_{name}",
+            "bus": base.bus.model_copy(update={"prefix": f"{base.bus.prefix}-{name}"}),
+            "http_base_port": ports[name], "auth_secret": secret_of[name], "data_dir": root / "var",
+            "stores": [StoreSettings(name="main", root=root / "store", **dict((stores or {}).get(name, {})))],
+            "peers": peers,
+            "services": {
+                "ingest": {"source_roots": [str(root / "incoming"), str(root / "landing")]},
+                "catalog": {"session_quiet_period_s": 3600.0},
+                "transfer": {"evaluation_interval_s": 0.1, "dispatch_interval_s": 0.1, "backoff_base_s": 0.5,
+                             "backoff_cap_s": 2.0, **dict(transfer or {})},
+            },
+        })
+        sites[name] = SiteUnderTest(name, settings, root / "incoming", root / "landing")
+    try:
+        for site in sites.values():
+            await set_up_peer_links(site.settings)
+        yield Sites(sites, links)
+    finally:
+        for site in sites.values():
+            with contextlib.suppress(Exception):
+                await site.stop()
+        for site in sites.values():
+            with contextlib.suppress(Exception):
+                await remove_peer_links(site.settings)
+        for link in links.values():
+            for proxy in link.proxies:
+                await proxy.close()
