@@ -53,11 +53,14 @@ class Journal:
 class Adopter:
     """The adopt callable: records what it was asked to adopt, and says the peer's ingest delivered it."""
 
-    def __init__(self) -> None:
+    def __init__(self, refuse: dict[str, str] | None = None) -> None:
         self.calls: list[tuple[str, str, str]] = []
+        self.refuse = refuse or {}
 
     async def __call__(self, peer: PeerSettings, record: ReplicaFile, path: str) -> Outcome:
         self.calls.append((peer.name, record.name, path))
+        if record.name in self.refuse:
+            return Failed(record.name, self.refuse[record.name], permanent=True)
         return Delivered(record.name)
 
 
@@ -377,9 +380,37 @@ async def test_a_confidential_app_gets_its_token_with_client_credentials(mock, t
     assert submit.request.headers["Authorization"] == f"Bearer {token}"
 
 
+async def test_what_the_peers_ingest_says_of_a_landed_file_is_its_outcome(mock, tmp_path, store):
+    load_response("transfer.get_submission_id", requests_mock=mock)
+    task_id = load_response("transfer.submit_transfer", requests_mock=mock).metadata["task_id"]
+    files = batch(store, 3)
+    succeeded(mock, task_id, files)
+    adopt = Adopter(refuse={"obs0001.fits": "checksum_mismatch: the landed bytes are not the minted ones"})
+    manager = GlobusManager(options(tmp_path, store), adopt)
+    outcomes = await manager.send(PEER, "b-56", files, Journal(), await progress_into([]))
+    await manager.close()
+    assert outcomes == [Delivered("obs0000.fits"),
+                        Failed("obs0001.fits", "checksum_mismatch: the landed bytes are not the minted ones", True),
+                        Delivered("obs0002.fits")]
+
+
+async def test_an_unknown_collection_is_refused_naming_the_setting(mock, tmp_path, store):
+    load_response("transfer.get_submission_id", requests_mock=mock)
+    register(mock, "/transfer", {"code": "EndpointNotFound", "message": f"No such endpoint '{THERE}'"},
+             method="POST", status=404)
+    manager = GlobusManager(options(tmp_path, store), Adopter())
+    with pytest.raises(GlobusRefused, match=r"404 EndpointNotFound.*collection ids and paths in \[services"):
+        await manager.send(PEER, "b-57", batch(store, 1), Journal(), await progress_into([]))
+    await manager.close()
+
+
 def test_options_refuse_what_cannot_work(tmp_path, store):
     with pytest.raises(ConfigurationError, match="client_id and client_secret_file .* or token_file"):
         options(tmp_path, store, token_file=None)
+    with pytest.raises(ConfigurationError, match="client_id and client_secret_file .* or token_file"):
+        options(tmp_path, store, client_id="77777777-7777-4777-8777-777777777777")  # and a token file
+    with pytest.raises(ConfigurationError, match="absolute"):
+        options(tmp_path, store, token_file="relative.token")
     with pytest.raises(ConfigurationError, match="batch_files"):
         options(tmp_path, store, batch_files=2000)
     with pytest.raises(ConfigurationError, match="batch_files"):

@@ -92,9 +92,9 @@ class GlobusOptions(BaseModel):
 
     @model_validator(mode="after")
     def _one_identity(self) -> GlobusOptions:
-        confidential = self.client_id is not None and self.client_secret_file is not None
-        if confidential == (self.token_file is not None) or (self.client_id is None) != (
-                self.client_secret_file is None):
+        app = (self.client_id is not None, self.client_secret_file is not None)
+        token = self.token_file is not None
+        if not (app == (True, True) and not token or app == (False, False) and token):
             raise ValueError("give either client_id and client_secret_file (a confidential app) or token_file")
         for path in (self.client_secret_file, self.token_file):
             if path is not None and not path.is_absolute():
