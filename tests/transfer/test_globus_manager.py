@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -402,6 +403,31 @@ async def test_an_unknown_collection_is_refused_naming_the_setting(mock, tmp_pat
     with pytest.raises(GlobusRefused, match=r"404 EndpointNotFound.*collection ids and paths in \[services"):
         await manager.send(PEER, "b-57", batch(store, 1), Journal(), await progress_into([]))
     await manager.close()
+
+
+async def test_a_confidential_app_asks_globus_nothing_until_used_and_a_refused_secret_says_what_to_fix(
+        mock, tmp_path, store):
+    secret = tmp_path / "client-secret"
+    secret.write_text("wrong\n")
+    opts = options(tmp_path, store, token_file=None, client_id="77777777-7777-4777-8777-777777777777",
+                   client_secret_file=str(secret))
+    manager = GlobusManager(opts, Adopter())
+    assert len(mock.calls) == 0  # built at start-up: no token fetched yet
+    RegisteredResponse(service="auth", path="/v2/oauth2/token", method="POST", status=401,
+                       json={"error": "invalid_client"}).add(requests_mock=mock)
+    with pytest.raises(GlobusRefused, match="401.*client_secret_file") as raised:
+        await manager.send(PEER, "b-58", batch(store, 1), Journal(), await progress_into([]))
+    await manager.close()
+    assert "wrong" not in str(raised.value)
+
+
+def test_the_documented_settings_are_valid_options():
+    text = (Path(__file__).parents[2] / "docs" / "transfer-globus.md").read_text()
+    config = tomllib.loads(text.split("```toml\n")[1].split("```")[0])
+    parsed = globus_options(config["services"]["transfer"]["globus"])
+    assert parsed.peers["karoo"].ingest_path == "/srv/obsflow/incoming/landing"
+    assert parsed.path_map == {"/data/stores/main": "/obsflow/main"}
+    assert PeerSettings.model_validate(config["peers"][0]).manager == "globus"
 
 
 def test_options_refuse_what_cannot_work(tmp_path, store):

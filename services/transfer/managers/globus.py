@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import posixpath
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -145,19 +146,33 @@ class GlobusManager(TransferManager):
     def __init__(self, options: GlobusOptions, adopt: Adopt, *, environment: str | None = None) -> None:
         self.options = options
         self._adopt = adopt
-        retry = RetryConfig(max_retries=options.request_retries)
-        self._auth: globus_sdk.ConfidentialAppAuthClient | None = None
-        authorizer: GlobusAuthorizer
+        self._environment = environment
+        # Secrets are read now (a missing file fails start-up); Globus is first asked on first use, off the loop.
         if options.client_id is not None and options.client_secret_file is not None:
-            secret = _read_secret(options.client_secret_file, "client_secret_file")
-            self._auth = globus_sdk.ConfidentialAppAuthClient(
-                options.client_id, secret, environment=environment, retry_config=retry)
-            authorizer = globus_sdk.ClientCredentialsAuthorizer(self._auth, self._scope())
+            self._secret = _read_secret(options.client_secret_file, "client_secret_file")
         elif options.token_file is not None:
-            authorizer = globus_sdk.AccessTokenAuthorizer(_read_secret(options.token_file, "token_file"))
+            self._secret = _read_secret(options.token_file, "token_file")
         else:  # GlobusOptions refuses this; a hand-built options object may not
             raise ConfigurationError(f"{_TABLE}: give client_id and client_secret_file, or token_file")
-        self._client = globus_sdk.TransferClient(authorizer=authorizer, environment=environment, retry_config=retry)
+        self._auth: globus_sdk.ConfidentialAppAuthClient | None = None
+        self._client: globus_sdk.TransferClient | None = None
+        self._connecting = threading.Lock()
+
+    def _connected(self) -> globus_sdk.TransferClient:
+        """The TransferClient, built on first use (a confidential app fetches its first token here: network I/O)."""
+        with self._connecting:
+            if self._client is None:
+                retry = RetryConfig(max_retries=self.options.request_retries)
+                authorizer: GlobusAuthorizer
+                if self.options.client_id is not None:
+                    self._auth = globus_sdk.ConfidentialAppAuthClient(
+                        self.options.client_id, self._secret, environment=self._environment, retry_config=retry)
+                    authorizer = globus_sdk.ClientCredentialsAuthorizer(self._auth, self._scope())
+                else:
+                    authorizer = globus_sdk.AccessTokenAuthorizer(self._secret)
+                self._client = globus_sdk.TransferClient(
+                    authorizer=authorizer, environment=self._environment, retry_config=retry)
+            return self._client
 
     def _scope(self) -> Scope:
         scope = globus_sdk.TransferClient.scopes.all
@@ -168,14 +183,17 @@ class GlobusManager(TransferManager):
                                         for i in ids])
 
     async def close(self) -> None:
-        self._client.close()
-        if self._auth is not None:
-            self._auth.close()
+        with self._connecting:
+            if self._client is not None:
+                self._client.close()
+            if self._auth is not None:
+                self._auth.close()
+            self._client = self._auth = None
 
-    async def _call(self, what: str, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    async def _call(self, what: str, call: Callable[[globus_sdk.TransferClient], _T]) -> _T:
         # The SDK is synchronous (requests): off the event loop, its errors translated here and nowhere else.
         try:
-            return await asyncio.to_thread(call, *args, **kwargs)
+            return await asyncio.to_thread(lambda: call(self._connected()))
         except (globus_sdk.GlobusAPIError, globus_sdk.NetworkError) as e:
             raise _translate(what, e) from e
 
@@ -230,7 +248,7 @@ class GlobusManager(TransferManager):
         """The task of one part: the noted one, or submitted now under a submission id noted before submitting."""
         part = dict(notes.get(key) or {})
         if not part.get("submission_id"):
-            answer = await self._call("a submission id", self._client.get_submission_id)
+            answer = await self._call("a submission id", lambda c: c.get_submission_id())
             part = {"submission_id": str(answer["value"]), "deadline": time.time() + self.options.deadline_s}
             await journal.note({key: part})
         if not part.get("task_id"):
@@ -248,15 +266,15 @@ class GlobusManager(TransferManager):
 
     async def _submit(self, data: globus_sdk.TransferData, label: str) -> str:
         try:
-            answer = await self._call("a transfer submission", self._client.submit_transfer, data)
+            answer = await self._call("a transfer submission", lambda c: c.submit_transfer(data))
         except GlobusRefused as e:
             cause = e.__cause__
             if not (isinstance(cause, globus_sdk.GlobusAPIError) and cause.http_status == 409):
                 raise
             # A conflict on a submission id already used: the task exists. Globus answers a plain resubmission with
             # code "Duplicate" and the original task id; should it answer 409, find the task by its label instead.
-            found = await self._call("the task list", self._client.task_list,
-                                     filter={"label": label, "type": "TRANSFER"}, limit=2)
+            found = await self._call("the task list", lambda c: c.task_list(
+                filter={"label": label, "type": "TRANSFER"}, limit=2))
             ids = [str(task["task_id"]) for task in found]
             if len(ids) != 1:
                 raise GlobusUnavailable(
@@ -268,27 +286,30 @@ class GlobusManager(TransferManager):
     async def _wait(self, tasks: list[_Task], progress: Progress) -> list[dict[str, Any]]:
         """Poll every task until it SUCCEEDED or FAILED; one past its deadline is cancelled (reported as FAILED)."""
         final: dict[str, dict[str, Any]] = {}
-        sent: dict[str, int] = {}
         while True:
             for task in tasks:
-                if task.task_id in final:
-                    continue
-                answer = await self._call(f"task {task.task_id}", self._client.get_task, task.task_id)
-                document: dict[str, Any] = dict(answer.data)
-                moved = int(document.get("bytes_transferred") or 0) - sent.get(task.task_id, 0)
-                if moved > 0:
-                    sent[task.task_id] = sent.get(task.task_id, 0) + moved
-                    await progress(moved)
-                if document.get("status") in _DONE:
+                if task.task_id not in final and (document := await self._poll(task, progress)) is not None:
                     final[task.task_id] = document
-                elif time.time() >= task.deadline:
-                    final[task.task_id] = await self._cancel(task, document)
             if len(final) == len(tasks):
                 return [final[task.task_id] for task in tasks]
             await asyncio.sleep(self.options.poll_interval_s)
 
+    async def _poll(self, task: _Task, progress: Progress) -> dict[str, Any] | None:
+        """The task's document once it is over (cancelled if past its deadline), None while it runs."""
+        answer = await self._call(f"task {task.task_id}", lambda c: c.get_task(task.task_id))
+        document: dict[str, Any] = dict(answer.data)
+        moved = int(document.get("bytes_transferred") or 0)
+        if moved > task.reported:
+            await progress(moved - task.reported)
+            task.reported = moved
+        if document.get("status") in _DONE:
+            return document
+        if time.time() >= task.deadline:
+            return await self._cancel(task, document)
+        return None
+
     async def _cancel(self, task: _Task, document: dict[str, Any]) -> dict[str, Any]:
-        await self._call(f"cancelling task {task.task_id}", self._client.cancel_task, task.task_id)
+        await self._call(f"cancelling task {task.task_id}", lambda c: c.cancel_task(task.task_id))
         status = document.get("nice_status") or document.get("status")
         reason = (f"not done by its deadline {_iso(task.deadline)} ({_TABLE} deadline_s), last status {status}: "
                   "cancelled")
@@ -315,13 +336,13 @@ class GlobusManager(TransferManager):
     async def _not_landed(self, route: GlobusPeer, files: list[FileToSend], task_id: str,
                           document: dict[str, Any]) -> dict[str, Outcome]:
         """The files of a SUCCEEDED task that did not land: skipped for a source error, or not listed at all."""
-        pages = self._client.paginated
-        landed = {str(item.get("destination_path")) for item in await self._call(
-            f"successful transfers of task {task_id}", _all_items, pages.task_successful_transfers(task_id))}
+        transferred = await self._call(f"successful transfers of task {task_id}",
+                                       lambda c: _all_items(c.paginated.task_successful_transfers(task_id)))
+        landed = {str(item.get("destination_path")) for item in transferred}
         skipped: dict[str, str] = {}
         if int(document.get("subtasks_skipped_errors") or 0) > 0:
-            errors = await self._call(f"skipped errors of task {task_id}", _all_items,
-                                      pages.task_skipped_errors(task_id))
+            errors = await self._call(f"skipped errors of task {task_id}",
+                                      lambda c: _all_items(c.paginated.task_skipped_errors(task_id)))
             skipped = {str(e.get("destination_path")): f"{e.get('error_code')}: {e.get('error_details')}"
                        for e in errors}
         outcomes: dict[str, Outcome] = {}
@@ -345,17 +366,18 @@ class GlobusManager(TransferManager):
         reason = document.get("obsflow_reason") or (
             f"{fatal.get('code')}: {fatal.get('description')}" if fatal else None) or (
             f"{document.get('nice_status')}: {document.get('nice_status_details')}")
-        events = await self._call(f"events of task {task_id}", self._client.task_event_list, task_id, limit=10)
+        events = await self._call(f"events of task {task_id}", lambda c: c.task_event_list(task_id, limit=10))
         errors = [f"{e.get('code')}: {e.get('description')}" for e in events if e.get("is_error")]
         if errors:
             reason = f"{reason}; last error event {errors[0]}"
         return f"Globus task {task_id} failed: {reason}"[:1000]
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Task:
     task_id: str
     deadline: float  # seconds since the epoch, noted with the submission id: a resumed batch keeps its deadline
+    reported: int = 0  # of the task's bytes_transferred, what was passed to `progress` so far
 
 
 def _all_items(paginator: Any) -> list[dict[str, Any]]:
