@@ -266,6 +266,20 @@ async def test_a_batch_with_a_submission_id_but_no_task_id_is_submitted_again_wi
     assert journal.notes["globus.part.0"] == {"submission_id": noted, "deadline": deadline, "task_id": task_id}
 
 
+async def test_a_part_never_submitted_before_its_deadline_is_not_submitted_late(mock, tmp_path, store):
+    load_response("transfer.get_submission_id", requests_mock=mock)
+    load_response("transfer.submit_transfer", requests_mock=mock)
+    files = batch(store, 2)
+    journal = Journal({"globus.batch_files": 512,
+                       "globus.part.0": {"submission_id": "noted", "deadline": time.time() - 1}})
+    manager = GlobusManager(options(tmp_path, store), Adopter())
+    outcomes = await manager.send(PEER, "b-59", files, journal, await progress_into([]))
+    await manager.close()
+    for outcome in outcomes:
+        assert isinstance(outcome, Failed) and "not submitted to Globus before its deadline" in outcome.reason
+    assert len(mock.calls) == 0
+
+
 async def test_an_unavailable_globus_hands_the_batch_back_and_the_retry_reuses_the_submission_id(
         mock, tmp_path, store):
     submission_id = load_response("transfer.get_submission_id", requests_mock=mock).metadata["submission_id"]

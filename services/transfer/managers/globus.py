@@ -214,14 +214,21 @@ class GlobusManager(TransferManager):
             await journal.note({_CHUNK_KEY: size})
         names = sorted(by_name)  # the dispatcher may hand the files in another order when it resumes a batch
         parts = [names[i:i + size] for i in range(0, len(names), size)]
-        tasks = []
+        outcomes: dict[str, Outcome] = {}
+        running: list[tuple[list[str], _Task]] = []
         for index, part in enumerate(parts):
+            key = f"globus.part.{index}"
+            noted = notes.get(key) or {}
+            if noted.get("submission_id") and not noted.get("task_id") and time.time() >= noted["deadline"]:
+                # Never submitted (or never heard back) before its deadline: a new batch sends these files afresh.
+                reason = f"not submitted to Globus before its deadline {_iso(noted['deadline'])} ({_TABLE} deadline_s)"
+                outcomes.update({name: Failed(name, reason) for name in part})
+                continue
             label = _LABEL_CHARS.sub("-", f"obsflow {batch_id} {index + 1} of {len(parts)}")[:128]
             items = [(sources[n], posixpath.join(route.landing_path, n)) for n in part]
-            tasks.append(await self._task_of(f"globus.part.{index}", notes, journal, route, label, items))
-        documents = await self._wait(tasks, progress)
-        outcomes: dict[str, Outcome] = {}
-        for part, task, document in zip(parts, tasks, documents, strict=True):
+            running.append((part, await self._task_of(key, notes, journal, route, label, items)))
+        documents = await self._wait([task for _, task in running], progress)
+        for (part, task), document in zip(running, documents, strict=True):
             outcomes.update(await self._settle(peer, route, [by_name[n] for n in part], task.task_id, document))
         return [outcomes[f.name] for f in files]
 
@@ -286,13 +293,14 @@ class GlobusManager(TransferManager):
     async def _wait(self, tasks: list[_Task], progress: Progress) -> list[dict[str, Any]]:
         """Poll every task until it SUCCEEDED or FAILED; one past its deadline is cancelled (reported as FAILED)."""
         final: dict[str, dict[str, Any]] = {}
-        while True:
+        while tasks:
             for task in tasks:
                 if task.task_id not in final and (document := await self._poll(task, progress)) is not None:
                     final[task.task_id] = document
             if len(final) == len(tasks):
                 return [final[task.task_id] for task in tasks]
             await asyncio.sleep(self.options.poll_interval_s)
+        return []
 
     async def _poll(self, task: _Task, progress: Progress) -> dict[str, Any] | None:
         """The task's document once it is over (cancelled if past its deadline), None while it runs."""
