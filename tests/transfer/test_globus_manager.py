@@ -227,6 +227,21 @@ async def test_a_task_past_its_deadline_is_cancelled_and_its_files_fail(mock, tm
     assert adopt.calls == []
 
 
+async def test_a_task_that_ends_as_it_is_cancelled_counts_as_what_it_ended_as(mock, tmp_path, store):
+    task_id = "88888888-8888-4888-8888-888888888888"
+    files = batch(store, 2)
+    succeeded(mock, task_id, files)  # ACTIVE when polled, SUCCEEDED when looked at again after the refused cancel
+    register(mock, f"/task/{task_id}/cancel", {"code": "TaskComplete", "message": "already complete"},
+             method="POST", status=409)
+    journal = Journal({"globus.batch_files": 512,
+                       "globus.part.0": {"submission_id": "noted", "deadline": time.time() - 1, "task_id": task_id}})
+    manager = GlobusManager(options(tmp_path, store), Adopter())
+    outcomes = await manager.send(PEER, "b-60", files, journal, await progress_into([]))
+    await manager.close()
+    assert len(calls(mock, "POST", f"/task/{task_id}/cancel")) == 1
+    assert outcomes == [Delivered(f.name) for f in files]
+
+
 async def test_a_batch_whose_task_id_is_noted_is_polled_and_never_submitted(mock, tmp_path, store):
     load_response("transfer.get_submission_id", requests_mock=mock)
     load_response("transfer.submit_transfer", requests_mock=mock)

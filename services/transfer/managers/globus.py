@@ -317,7 +317,17 @@ class GlobusManager(TransferManager):
         return None
 
     async def _cancel(self, task: _Task, document: dict[str, Any]) -> dict[str, Any]:
-        await self._call(f"cancelling task {task.task_id}", lambda c: c.cancel_task(task.task_id))
+        try:
+            await self._call(f"cancelling task {task.task_id}", lambda c: c.cancel_task(task.task_id))
+        except GlobusRefused as e:
+            if not (isinstance(e.__cause__, globus_sdk.GlobusAPIError) and e.__cause__.http_status == 409):
+                raise
+            # It ended between the poll and the cancel: what it ended as is the answer.
+            answer = await self._call(f"task {task.task_id}", lambda c: c.get_task(task.task_id))
+            if answer["status"] in _DONE:
+                return dict(answer.data)
+            raise GlobusUnavailable(f"Globus refused to cancel task {task.task_id} (409) and it still runs: "
+                                    "the batch resumes later") from e
         status = document.get("nice_status") or document.get("status")
         reason = (f"not done by its deadline {_iso(task.deadline)} ({_TABLE} deadline_s), last status {status}: "
                   "cancelled")
