@@ -46,6 +46,11 @@ class _NamePage(ApiModel):
     next_cursor: str | None = None
 
 
+def _combined(search: dict[str, Any], *clauses: dict[str, Any]) -> dict[str, Any]:
+    """`search` and-ed with `clauses` (the search `{}`, everything, is no clause: it cannot sit inside an "and")."""
+    return {"and": [search, *clauses] if search else list(clauses)}
+
+
 def service_token(secret: str) -> str:
     """The read-only token the transfer service searches its own catalog with."""
     return issue_token(secret, Principal(SERVICE_ACCOUNT, Role.READ_ONLY), SERVICE_TOKEN_TTL_S)
@@ -60,13 +65,14 @@ class CatalogSearch:
         self._site = Site(ingest=base, catalog=base, scheduler=base)
         self._transport = Transport(self._site, token, timeout_s=timeout_s, transfer_timeout_s=timeout_s)
         self._opened = False
+        self.names_per_request = NAMES_PER_REQUEST
 
     async def check(self, search: dict[str, Any]) -> None:
         """Return if the catalog runs `search` (alone, and combined as orders are evaluated); SearchRefused with
         the catalog's message if it refuses it; CatalogUnavailable if it cannot answer."""
         await self._page(search, limit=1)
-        combined = {"and": [search, {"instance-at": _PROBE_SITE}, {"no-instance-at": _PROBE_SITE},
-                            {"name": {"in": [_PROBE_SITE]}}]}
+        combined = _combined(search, {"instance-at": _PROBE_SITE}, {"no-instance-at": _PROBE_SITE},
+                             {"name": {"in": [_PROBE_SITE]}})
         try:
             await self._page(combined, limit=1)
         except SearchRefused as e:
@@ -75,12 +81,12 @@ class CatalogSearch:
 
     async def names_matching(self, search: dict[str, Any], names: Sequence[str], *, held_at: str) -> set[str]:
         """The names among `names` that match `search` and have an instance at `held_at` (one request per
-        NAMES_PER_REQUEST names)."""
+        `names_per_request` names)."""
         wanted = sorted(set(names))
         found: set[str] = set()
-        for start in range(0, len(wanted), NAMES_PER_REQUEST):
-            chunk = wanted[start:start + NAMES_PER_REQUEST]
-            query = {"and": [search, {"name": {"in": chunk}}, {"instance-at": held_at}]}
+        for start in range(0, len(wanted), self.names_per_request):
+            chunk = wanted[start:start + self.names_per_request]
+            query = _combined(search, {"name": {"in": chunk}}, {"instance-at": held_at})
             page = await self._page(query, limit=len(chunk))  # names are unique: one page holds every match
             found.update(row.name for row in page.results)
         return found
@@ -89,7 +95,7 @@ class CatalogSearch:
                              page: int = 1000) -> AsyncIterator[str]:
         """Every name matching `search` with an instance at `held_at` and none at `lacking_at`, page after page
         (the catalog's keyset cursors: a file added meanwhile shows up if it sorts after the cursor)."""
-        query = {"and": [search, {"instance-at": held_at}, {"no-instance-at": lacking_at}]}
+        query = _combined(search, {"instance-at": held_at}, {"no-instance-at": lacking_at})
         cursor: str | None = None
         while True:
             results = await self._page(query, limit=page, cursor=cursor)
