@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.transfer.catalog_port import CatalogSearch
+from services.transfer.catalog_port import CatalogSearch, service_token
 from services.transfer.dispatch.dispatcher import TransferDispatcher
 from services.transfer.dispatch.evaluation import OrderEvaluator
 from services.transfer.dispatch.lanes import TransferFigures
@@ -14,50 +14,49 @@ from services.transfer.managers.base import TransferManager
 from services.transfer.managers.http import HttpPushManager
 from services.transfer.managers.local import LocalManager
 from services.transfer.openapi import openapi_document
-from services.transfer.options import TransferOptions, transfer_options
+from services.transfer.options import TransferOptions
 from services.transfer.routes import transfer_routes
 from services.transfer.triggers import RESET_PROJECTION, transfer_handlers
-from shared.auth import Principal, Role, issue_token
 from shared.auth.secrets import site_secret
 from shared.http.openapi import openapi_routes
 from shared.periodic import every
 from shared.service import ServiceContext, ServiceParts, ServiceSpec
 
-CATALOG_TOKEN_TTL_S = 10 * 365 * 86400.0  # held in memory only, re-issued at every start
 
-
-def catalog_search(ctx: ServiceContext) -> CatalogSearch:
-    """This site's catalog, asked with a read-only token the service issues itself."""
-    token = issue_token(site_secret(ctx.settings), Principal("transfer", Role.READ_ONLY), CATALOG_TOKEN_TTL_S)
-    return CatalogSearch(f"http://{ctx.settings.http_host}:{ctx.settings.http_port('catalog')}", token)
+def catalog_of(ctx: ServiceContext, options: TransferOptions) -> CatalogSearch:
+    """This site's catalog, searched with the transfer service's own read-only token."""
+    settings = ctx.settings
+    return CatalogSearch(f"http://{settings.http_host}:{settings.http_port('catalog')}",
+                         service_token(site_secret(settings)), timeout_s=options.catalog_timeout_s)
 
 
 def managers(options: TransferOptions) -> dict[str, TransferManager]:
     """The transfer managers this site can use (Globus only when configured)."""
-    found: dict[str, TransferManager] = {"http": HttpPushManager(), "local": LocalManager()}
+    local = LocalManager()
+    found: dict[str, TransferManager] = {"http": HttpPushManager(), "local": local}
     if options.globus:
-        from services.transfer.managers.globus import globus_manager
+        from services.transfer.managers.globus import GlobusManager, globus_options
 
-        found["globus"] = globus_manager(options.globus)
+        found["globus"] = GlobusManager(globus_options(options.globus), local.adopt)
     return found
 
 
 async def build(ctx: ServiceContext) -> ServiceParts:
     """The stream consumer, the order evaluator, the dispatcher and the HTTP API."""
-    options = transfer_options(ctx.settings.service_options("transfer"))
-    catalog = catalog_search(ctx)
+    options = TransferOptions.from_settings(ctx.settings)
+    catalog = catalog_of(ctx, options)
     evaluator = OrderEvaluator(ctx.pool, catalog, ctx.settings.site, options)
     forwarder = Forwarder()
     dispatcher = TransferDispatcher(ctx.pool, ctx.schema, ctx.settings, options, managers(options), forwarder,
                                     TransferFigures(ctx.metrics.registry))
 
     async def evaluate(stop: asyncio.Event) -> None:
-        async def pass_() -> None:
-            await evaluator.catch_up(only_new=True)
-            if await evaluator.evaluate_pending():
+        async def new_names() -> None:
+            created = await evaluator.catch_up(only_new=True) + await evaluator.evaluate_pending()
+            if created:
                 dispatcher.wakeup.set()
 
-        await every(options.evaluation_interval_s, pass_, stop, name="order-evaluation", first_now=True)
+        await every(options.evaluation_interval_s, new_names, stop, name="order-evaluation", first_now=True)
 
     async def catch_up(stop: asyncio.Event) -> None:
         async def sweep() -> None:
@@ -68,7 +67,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
 
     parts = ServiceParts(
         stream_consumers=[ctx.stream_consumer(transfer_handlers(ctx.settings.site))],
-        routes=[*transfer_routes(ctx, options, catalog), *openapi_routes(openapi_document())],
+        routes=[*transfer_routes(ctx.pool, ctx.settings, options, catalog), *openapi_routes(openapi_document())],
         background=[evaluate, catch_up, dispatcher.run],
         reset_projection=RESET_PROJECTION,
     )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from shared.api.accounts import TokenIssued
 from shared.client.provenance import ProvenanceCalls
 from shared.client.site import Site, api_token
+from shared.client.transfer import TransferCalls
 from shared.client.transport import Transport
 from shared.client.uploads import UploadCalls
 from shared.errors import ConfigurationError
@@ -20,8 +21,8 @@ API_TIMEOUT_S = 60.0  # a call's whole answer (a search's statement timeout is s
 TRANSFER_TIMEOUT_S = 3600.0  # an upload's answer, after its bytes (the server may be copying a large tree)
 
 
-class ObsflowClient(UploadCalls, ProvenanceCalls):
-    """A site's ingest, catalog and scheduler APIs and its event log, with one bearer token.
+class ObsflowClient(UploadCalls, ProvenanceCalls, TransferCalls):
+    """A site's ingest, catalog, transfer and scheduler APIs and its event log, with one bearer token.
 
         async with ObsflowClient.from_settings() as client:
             page = await client.search({"file_type": {"is": "uvh5"}})

@@ -33,16 +33,15 @@ class Site:
     bus_prefix: str = "obsflow"
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     amqp_problem: str | None = None  # why there is no amqp_url (said when events are asked for)
+    transfer: str | None = None  # default: the ingest URL's port + 2, as `obsflow up` runs it
 
     @classmethod
     def at(cls, base_url: str, *, amqp_url: str | None = None, bus_prefix: str = "obsflow") -> Site:
         """A site whose services listen on consecutive ports from `base_url`'s, as `obsflow up` runs them
-        (ingest on the base port, catalog +1, scheduler +3)."""
-        base = URL(base_url.rstrip("/"))
-        if base.port is None or base.host is None:
-            raise ConfigurationError(f"{base_url!r} is not a service URL like http://127.0.0.1:8470")
-        urls = {name: str(base.with_port(base.port + SERVICE_ORDER.index(name))) for name in SERVICE_ORDER}
-        return cls(urls["ingest"], urls["catalog"], urls["scheduler"], amqp_url=amqp_url, bus_prefix=bus_prefix)
+        (ingest on the base port, catalog +1, transfer +2, scheduler +3)."""
+        urls = _consecutive(base_url)
+        return cls(urls["ingest"], urls["catalog"], urls["scheduler"], amqp_url=amqp_url, bus_prefix=bus_prefix,
+                   transfer=urls["transfer"])
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Site:
@@ -58,11 +57,21 @@ class Site:
         except ConfigurationError as e:  # only event subscriptions need it: said when one is asked for
             problem = str(e)
         return cls(url("ingest"), url("catalog"), url("scheduler"), amqp_url=amqp_url, bus_prefix=settings.bus.prefix,
-                   max_event_bytes=settings.bus.max_event_bytes, amqp_problem=problem)
+                   max_event_bytes=settings.bus.max_event_bytes, amqp_problem=problem, transfer=url("transfer"))
 
     def url(self, service: str) -> str:
-        """The base URL of `service` (ingest, catalog or scheduler)."""
+        """The base URL of `service` (ingest, catalog, transfer or scheduler)."""
+        if service == "transfer" and self.transfer is None:
+            return _consecutive(self.ingest)["transfer"]
         return str(getattr(self, service))
+
+
+def _consecutive(base_url: str) -> dict[str, str]:
+    """Each service's URL, on consecutive ports from `base_url`'s (ingest's)."""
+    base = URL(base_url.rstrip("/"))
+    if base.port is None or base.host is None:
+        raise ConfigurationError(f"{base_url!r} is not a service URL like http://127.0.0.1:8470")
+    return {name: str(base.with_port(base.port + SERVICE_ORDER.index(name))) for name in SERVICE_ORDER}
 
 
 def api_token(explicit: str | None = None) -> str:

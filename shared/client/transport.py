@@ -17,6 +17,7 @@ HINTS = {
     "ingest": "`obsflow up`, or `obsflow service ingest`",
     "catalog": "`obsflow up`, or `obsflow service catalog`",
     "scheduler": "`obsflow up`, or `obsflow service scheduler`",
+    "transfer": "`obsflow up`, or `obsflow service transfer`",
 }
 
 

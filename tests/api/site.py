@@ -25,12 +25,15 @@ from aiohttp import web
 from services.scheduler.runs import repository
 from services.scheduler.runs.options import SchedulerOptions
 from services.scheduler.runs.planning import plan_run
+from services.transfer import repository as transfers
+from services.transfer.openapi import EXAMPLE_PEER, SEEDED_ORDER
+from services.transfer.orders import OrderRequest
 from shared.auth import Principal, Role, issue_token
 from shared.bus import Topology, publish_event
 from shared.events import new_event
 from shared.events.types import FileMinted, InstanceCreated
 from shared.runner import ServiceRunner, load_spec
-from shared.settings import SERVICES, Settings, StoreSettings
+from shared.settings import SERVICES, PeerSettings, Settings, StoreSettings
 from tests.infra import backends, drop_site_schemas, free_port_block
 from tests.scheduler.runs_support import (
     STANDARD_SCRIPTS,
@@ -94,6 +97,7 @@ def site_settings(root: Path) -> Settings:
         site=name, database_url=b.database_url, amqp_url=b.amqp_url, bus={"prefix": name}, log_format="json",
         shutdown_grace_s=5.0, auth_secret=secrets.token_urlsafe(32),
         stores=[StoreSettings(name="main", root=root / "store")],
+        peers=[PeerSettings(name=EXAMPLE_PEER, http_url="http://127.0.0.1:9")],  # orders may name it; never sent to
     )
     # The scheduler configured as its own tests configure it (data in root/var, scripts in root/scripts, inputs in
     # root/data), polling at its default pace: the site idles between tests.
@@ -196,7 +200,8 @@ class BackgroundSite:
         return table
 
     async def _seed(self) -> None:
-        """A file and its instance in the catalog, a file minted by ingest, a workflow and a run in the scheduler."""
+        """A file and its instance in the catalog, a file minted by ingest, a workflow and a run in the scheduler,
+        a standing order and a transfer that failed once."""
         site = self.settings.site
         minted = new_event(FileMinted(
             name=SEEDED_FILE, size=5, checksum="xxh3-128:" + "0" * 32, file_type="uvh5",
@@ -214,6 +219,7 @@ class BackgroundSite:
         await catalog.parts.stream_consumers[0].drain()
         await self._seed_ingest()
         await self._seed_scheduler()
+        await self._seed_transfer()
 
     async def _seed_ingest(self) -> None:
         source = self.root / "sources" / SEEDED_FILE
@@ -227,6 +233,17 @@ class BackgroundSite:
             f"{self.url('ingest')}/api/v1/uploads/local", json={"path": str(source), "type": "uvh5"}, headers=headers,
         ) as response:
             assert response.status == 201, await response.text()
+
+    async def _seed_transfer(self) -> None:
+        transfer = self.runners["transfer"]
+        assert transfer.ctx is not None
+        order = OrderRequest(search={"file_type": {"is": "uvh5"}}, destination=EXAMPLE_PEER, label="seeded")
+        async with transfer.ctx.pool.acquire() as conn:
+            await transfers.insert_order(conn, SEEDED_ORDER, order, "seed")
+            await transfers.want_transfers(conn, [(SEEDED_FILE, EXAMPLE_PEER, SEEDED_ORDER, 0)])
+            await transfers.start_batch(conn, "batch-seeded", EXAMPLE_PEER, "http", [(SEEDED_FILE, EXAMPLE_PEER)])
+            await transfers.finish_batch(conn, "batch-seeded", [transfers.Result(
+                SEEDED_FILE, EXAMPLE_PEER, "failed", "the peer did not answer (seeded)")], retry_delays_s=[3600.0])
 
     async def _seed_scheduler(self) -> None:
         scheduler = self.runners["scheduler"]

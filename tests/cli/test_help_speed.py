@@ -20,7 +20,8 @@ BUDGET_S = 0.25
 LOADED_MACHINE = 2.0  # headroom for the absolute time on a machine busy with other tests
 RUNS = 5
 COMMAND_LINES = [["--help"], ["search", "--help"], ["upload", "--help"], ["events", "tail", "--help"],
-                 ["workflow", "status", "--help"], ["accounts", "create", "--help"]]
+                 ["workflow", "status", "--help"], ["accounts", "create", "--help"], ["orders", "create", "--help"],
+                 ["transfers", "stuck", "--help"]]
 
 
 def _obsflow() -> list[str]:

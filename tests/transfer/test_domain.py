@@ -1,9 +1,8 @@
-"""The transfer service's pure decisions: routes, the concurrency optimizer, retry delays."""
+"""The transfer service's pure decisions: routes and the concurrency optimizer."""
 
 from __future__ import annotations
 
 from services.transfer.optimizer import ConcurrencyOptimizer
-from services.transfer.retries import retry_delay_s
 from services.transfer.routing import Arrived, Forward, Send, next_hop
 from shared.settings import PeerSettings
 
@@ -49,8 +48,3 @@ def test_concurrency_never_leaves_its_bounds() -> None:
         optimizer.observe(0, 1.0, 4, 4)
     assert optimizer.level == 1
     assert optimizer.observe(0, 1.0, 0, 0) == 1  # nothing tried: nothing learnt
-
-
-def test_retries_back_off_exponentially_to_a_cap() -> None:
-    assert [retry_delay_s(n, 5.0, 60.0) for n in (1, 2, 3, 4, 5)] == [5.0, 10.0, 20.0, 40.0, 60.0]
-    assert retry_delay_s(0, 5.0, 60.0) == 5.0

@@ -20,14 +20,13 @@ import asyncpg
 import structlog
 from pydantic import ValidationError
 
-from services.transfer.dispatch import repository
+from services.transfer import repository
 from services.transfer.dispatch.lanes import Lane, TransferFigures
-from services.transfer.dispatch.repository import DueTransfer, OpenBatch, Result
 from services.transfer.forwarding import Forwarder
 from services.transfer.managers.base import Delivered, Failed, FileToSend, Outcome, TransferManager
 from services.transfer.optimizer import ConcurrencyOptimizer
 from services.transfer.options import TransferOptions
-from services.transfer.retries import retry_delay_s
+from services.transfer.repository import DueTransfer, OpenBatch, Result
 from services.transfer.routing import Arrived, Forward, Send, next_hop
 from shared.api.ingest import ReplicaFile
 from shared.bus.backoff import Backoff
@@ -71,8 +70,9 @@ class TransferDispatcher:
         self.managers = managers
         self.forwarder = forwarder
         self.figures = figures
-        self.lanes = {name: Lane(peer, ConcurrencyOptimizer(
-            level=options.http_concurrency, maximum=options.http_max_concurrency)) for name, peer in self.peers.items()}
+        self.lanes = {name: Lane(peer, ConcurrencyOptimizer(level=options.http_concurrency_initial,
+                                                            maximum=options.http_concurrency_max))
+                      for name, peer in self.peers.items()}
         self._forwarding: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.wakeup = asyncio.Event()
 
@@ -148,7 +148,7 @@ class TransferDispatcher:
 
     def _batch_size(self, lane: Lane, transfer: DueTransfer) -> int:
         if self._manager_name(lane, transfer) == "globus":
-            return self.options.globus_batch_files
+            return self.options.send_batch_max  # the Globus manager cuts it into tasks of its batch_files
         return lane.optimizer.level
 
     async def _start(self, lane: Lane, manager: str, batch: Sequence[DueTransfer]) -> None:
@@ -232,7 +232,7 @@ class TransferDispatcher:
                                       reached_destination=reached))
             else:
                 results.append(Result(name, destination, "failed", outcome.reason, permanent=outcome.permanent))
-            delays.append(retry_delay_s(attempts.get(name, 1), self.options.retry_base_s, self.options.retry_cap_s))
+            delays.append(self.options.backoff_s(attempts.get(name, 1)))
             self.figures.files.labels(lane.peer.name, results[-1].outcome).inc()
         async with self.pool.acquire() as conn, conn.transaction():
             await repository.finish_batch(conn, batch.batch_id, results, retry_delays_s=delays)
@@ -257,7 +257,7 @@ class TransferDispatcher:
         try:
             await self.forwarder.forward(peer, transfer.file_name, transfer.destination)
         except Exception as e:  # recorded against the transfer, retried after its backoff
-            delay = retry_delay_s(transfer.attempts + 1, self.options.retry_base_s, self.options.retry_cap_s)
+            delay = self.options.backoff_s(transfer.attempts + 1)
             reason = f"asking {via} to send it on to {transfer.destination}: {describe(e)}"
             async with self.pool.acquire() as conn:
                 await repository.note_failure(conn, transfer.file_name, transfer.destination, reason, delay)
@@ -272,7 +272,7 @@ class TransferDispatcher:
         reason = f"{peer} is not a declared peer of {self.site}: add it to [[peers]]"
         async with self.pool.acquire() as conn:
             for t in transfers:
-                await repository.note_failure(conn, t.file_name, t.destination, reason, self.options.retry_cap_s)
+                await repository.note_failure(conn, t.file_name, t.destination, reason, self.options.backoff_cap_s)
 
     async def _stop_batches(self) -> None:
         """Cancel batches in flight: they stay open in the schema and are sent again by the next leader."""

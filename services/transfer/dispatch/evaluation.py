@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncpg
 import structlog
 
+from services.transfer import repository
 from services.transfer.catalog_port import CatalogSearch, SearchRefused
-from services.transfer.dispatch import repository
 from services.transfer.options import TransferOptions
 
 log = structlog.get_logger()
 
-BATCH_NAMES = 500
 GIVE_UP_TRIES = 20  # ~5 minutes of asking: then the catch-up pass finds the name
 
 
@@ -37,7 +36,7 @@ class OrderEvaluator:
         created = 0
         while True:
             async with self.pool.acquire() as conn:
-                names = await repository.pending_names(conn, BATCH_NAMES)
+                names = await repository.pending_names(conn, self.options.evaluation_batch)
                 orders = await repository.live_orders(conn)
             if not names:
                 return created
@@ -87,7 +86,7 @@ class OrderEvaluator:
         batch: list[tuple[str, str, str, int]] = []
         async for name in self.catalog.files_matching(order.search, held_at=self.site, lacking_at=order.destination):
             batch.append((name, order.destination, order.order_id, order.priority))
-            if len(batch) >= BATCH_NAMES:
+            if len(batch) >= self.options.evaluation_batch:
                 created += await self._want(batch)
                 batch = []
         return created + await self._want(batch)

@@ -24,6 +24,7 @@ from services.transfer.managers.base import (
     open_instance,
 )
 from services.transfer.peer_access import ingest_url, peer_token
+from shared.api.ingest import ReplicaFile
 from shared.errors import ConfigurationError, ObsflowError
 from shared.failures import describe
 from shared.settings import PeerSettings
@@ -69,19 +70,31 @@ class LocalManager:
             return Failed(file.name, f"cannot copy it into {landing}: {e.strerror or e}")
         await progress(copied)
         try:
-            result = await adopt_local_replica(session, base, token, file.record, str(target))
-        except ReplicaRefused as e:
-            return Failed(file.name, str(e), permanent=not e.retryable)
-        except ObsflowError as e:
-            return Failed(file.name, describe(e))
+            return await _adopt(session, base, token, file.record, str(target))
         finally:
             await asyncio.to_thread(_remove, target)
-        return Delivered(file.name, already=result.already)
+
+    async def adopt(self, peer: PeerSettings, record: ReplicaFile, path: str) -> Outcome:
+        """Ask `peer`'s ingest to adopt the bytes at `path` (as the peer sees them) as its instance of `record`:
+        what the Globus manager does with each file that landed."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return await _adopt(self._session, ingest_url(peer), peer_token(peer), record, path)
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _adopt(session: aiohttp.ClientSession, base: str, token: str, record: ReplicaFile, path: str) -> Outcome:
+    try:
+        result = await adopt_local_replica(session, base, token, record, path)
+    except ReplicaRefused as e:
+        return Failed(record.name, str(e), permanent=not e.retryable)
+    except ObsflowError as e:
+        return Failed(record.name, describe(e))
+    return Delivered(record.name, already=result.already)
 
 
 def _land(file: FileToSend, target: Path) -> int:

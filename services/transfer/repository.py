@@ -1,13 +1,118 @@
-"""All the SQL of evaluation and dispatch: pending names, orders to apply, due transfers, batches and attempts."""
+"""The transfer service's SQL: standing orders, the transfers they want, batches and their attempts.
+
+A transfer's state is derived in SQL from facts (TRANSFER_STATE), never kept in a column: done iff the destination
+said it holds the file (delivered_at) or an instance at the destination is known; in_flight iff one of its attempts
+has no outcome yet; failed iff neither and its attempts reached max_attempts (or the destination refused it for
+good); queued otherwise.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
+
+from services.transfer.orders import OrderRequest
+
+Db: TypeAlias = asyncpg.Connection | asyncpg.Pool
+
+ORDER_COLUMNS = ("order_id, label, search, destination, store, manager, priority, created_by, created_at, paused_at,"
+                 " deleted_at")
+DELIVERED = ("delivered", "already")  # attempt outcomes that leave a copy at the destination
+OUTCOMES = (*DELIVERED, "failed")
+
+# $1 is max_attempts in every query that uses it.
+TRANSFER_STATE = """CASE
+    WHEN t.delivered_at IS NOT NULL OR EXISTS (
+        SELECT 1 FROM instances i WHERE i.file_name = t.file_name AND i.site = t.destination) THEN 'done'
+    WHEN EXISTS (
+        SELECT 1 FROM attempts a WHERE a.file_name = t.file_name AND a.destination = t.destination
+        AND a.outcome IS NULL) THEN 'in_flight'
+    WHEN t.attempts >= $1 OR t.next_attempt_at = 'infinity' THEN 'failed'
+    ELSE 'queued' END"""
+TRANSFER_COLUMNS = ("file_name, destination, order_ids, requested_by, priority, created_at, attempts, next_attempt_at,"
+                    " last_error, last_attempt_at, delivered_at, forwarded_at")
+
+
+@dataclass(frozen=True)
+class Page:
+    """Which transfers a listing shows: a state, a destination, after a (file_name, destination) key, how many."""
+
+    state: str | None = None
+    destination: str | None = None
+    after: tuple[str, str] | None = None
+    limit: int = 100
+
+
+def _order_of(row: asyncpg.Record) -> dict[str, Any]:
+    return {**dict(row), "search": json.loads(row["search"]), "paused": row["paused_at"] is not None}
+
+
+def _order(row: asyncpg.Record | None) -> dict[str, Any] | None:
+    return None if row is None else _order_of(row)
+
+
+async def insert_order(conn: Db, order_id: str, request: OrderRequest, created_by: str) -> dict[str, Any]:
+    """Store a new standing order; the stored row (with `paused`)."""
+    row = await conn.fetchrow(
+        "INSERT INTO orders (order_id, label, search, destination, store, manager, priority, created_by)"
+        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {ORDER_COLUMNS}",
+        order_id, request.label, json.dumps(request.search), request.destination, request.store, request.manager,
+        request.priority, created_by,
+    )
+    return _order_of(row)
+
+
+async def list_orders(conn: Db) -> list[dict[str, Any]]:
+    """The live (not deleted) orders, oldest first."""
+    rows = await conn.fetch(f"SELECT {ORDER_COLUMNS} FROM orders WHERE deleted_at IS NULL"
+                            " ORDER BY created_at, order_id")
+    return [_order_of(row) for row in rows]
+
+
+async def get_order(conn: Db, order_id: str) -> dict[str, Any] | None:
+    """A live order, or None (unknown or deleted)."""
+    return _order(await conn.fetchrow(
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1 AND deleted_at IS NULL", order_id))
+
+
+async def pause_order(conn: Db, order_id: str) -> dict[str, Any] | None:
+    """Pause a live order (a paused one stays paused since its first pause); None if there is no such order."""
+    return _order(await conn.fetchrow(
+        "UPDATE orders SET paused_at = COALESCE(paused_at, now()) WHERE order_id = $1 AND deleted_at IS NULL"
+        f" RETURNING {ORDER_COLUMNS}", order_id))
+
+
+async def resume_order(conn: Db, order_id: str) -> dict[str, Any] | None:
+    """Resume a live order (a running one is left as it is); None if there is no such order."""
+    return _order(await conn.fetchrow(
+        f"UPDATE orders SET paused_at = NULL WHERE order_id = $1 AND deleted_at IS NULL RETURNING {ORDER_COLUMNS}",
+        order_id))
+
+
+async def delete_order(conn: Db, order_id: str) -> dict[str, Any] | None:
+    """Mark a live order deleted (its transfers keep naming it); None if there is no such live order."""
+    return _order(await conn.fetchrow(
+        f"UPDATE orders SET deleted_at = now() WHERE order_id = $1 AND deleted_at IS NULL RETURNING {ORDER_COLUMNS}",
+        order_id))
+
+
+async def list_transfers(conn: Db, max_attempts: int, page: Page, *, stuck: bool = False) -> list[dict[str, Any]]:
+    """Transfers with their derived `state`, by (file_name, destination), as `page` says; `stuck`: only those
+    tried at least once that are not done."""
+    rows = await conn.fetch(
+        f"SELECT * FROM (SELECT {TRANSFER_COLUMNS}, {TRANSFER_STATE} AS state FROM transfers t"
+        " WHERE ($2::text IS NULL OR t.destination = $2)"
+        " AND ($3::text IS NULL OR (t.file_name, t.destination) > ($3::text, $4::text))"
+        " AND (NOT $6 OR t.attempts > 0)) AS v"
+        " WHERE ($5::text IS NULL OR v.state = $5) AND (NOT $6 OR v.state <> 'done')"
+        " ORDER BY file_name, destination LIMIT $7",
+        max_attempts, page.destination, *(page.after or (None, None)), page.state, stuck, page.limit,
+    )
+    return [dict(r) for r in rows]
 
 
 @dataclass(frozen=True)
