@@ -17,6 +17,15 @@ import xxhash
 
 from shared.api.ingest import ReplicaFile
 from shared.auth import Principal, Role, issue_token
+from shared.client import LocalFileError, ObsflowClient
+from shared.client.replicas import (
+    PeerNotAuthorized,
+    PeerUnavailable,
+    ReplicaRefused,
+    adopt_local_replica,
+    push_replica,
+)
+from shared.errors import TransientError
 from shared.runner import ServiceRunner
 from shared.settings import Settings, StoreSettings
 from tests.ingest.service_support import (
@@ -307,3 +316,90 @@ async def test_a_local_replica_outside_the_source_roots_is_refused(ingest: Servi
     assert (status, refused["error"]["code"]) == (404, "not_found"), refused
     assert await counts(ingest.ctx.pool) == (0, 0, 0)
     assert await rejection_codes(ingest.ctx.pool) == ["invalid_path"] * 3 + ["not_found"]
+
+
+async def test_push_replica_streams_the_bytes_and_short_cuts_a_file_already_held(
+    ingest: ServiceRunner, tmp_path: Path
+) -> None:
+    data = os.urandom(1024 * 1024 + 5)
+    source = write_file(tmp_path / "karoo-store" / NAME, data)
+    record = record_of(data)
+    peer = Peer(ingest)
+    token = peer.headers["Authorization"].removeprefix("Bearer ")
+    spent: list[int] = []
+
+    async def cap(nbytes: int) -> None:  # a bandwidth cap is told of every chunk
+        spent.append(nbytes)
+
+    async with aiohttp.ClientSession() as session:
+        result = await push_replica(session, peer.base, token, record, source, progress=cap, chunk_bytes=256 * 1024)
+        assert (result.name, result.delivered, result.already, result.bytes_sent) == (NAME, True, False, len(data))
+        assert result.file.origin_site == "karoo" and result.file.created_at == MINTED_AT
+        assert sum(spent) == len(data) and len(spent) == 5 and max(spent) == 256 * 1024
+        spent.clear()
+        again = await push_replica(session, peer.base, token, record, tmp_path / "not-even-there", progress=cap)
+        assert again.already is True and again.bytes_sent == 0 and spent == []  # no byte sent, the source unread
+    assert await counts(ingest.ctx.pool) == (1, 1, 0)
+    assert len(await outbox_events(ingest.ctx.pool, "instance.created")) == 1
+    assert await outbox_events(ingest.ctx.pool, "file.minted") == []
+
+
+async def test_push_replica_says_what_went_wrong_and_whether_to_try_again(
+    settings: Settings, tmp_path: Path
+) -> None:
+    site = ingest_settings(settings, tmp_path / "store", capacity_bytes=100_000, max_file_bytes=200_000)
+    async with running_ingest(site) as ingest, aiohttp.ClientSession() as session:
+        peer = Peer(ingest)
+        token = peer.headers["Authorization"].removeprefix("Bearer ")
+        data = os.urandom(40_000)
+        source = write_file(tmp_path / "karoo" / NAME, data)
+        with pytest.raises(ReplicaRefused) as corrupted:  # the instance here differs from what was minted
+            await push_replica(session, peer.base, token, record_of(data, checksum=_xxh3(b"x" + data[1:])), source)
+        assert (corrupted.value.status, corrupted.value.code, corrupted.value.retryable) == (
+            422, "checksum_mismatch", True)
+        assert "re-send" in corrupted.value.message
+        with pytest.raises(LocalFileError) as short:  # an instance of the wrong size is not sent at all
+            await push_replica(session, peer.base, token, record_of(data + b"more"), source)
+        assert "damaged" in str(short.value)
+        delivered = await push_replica(session, peer.base, token, record_of(data), source)
+        assert delivered.delivered
+        with pytest.raises(ReplicaRefused) as conflict:
+            await push_replica(session, peer.base, token, record_of(b"other content"), source)
+        assert (conflict.value.status, conflict.value.code, conflict.value.retryable) == (409, "name_conflict", False)
+        big = record_of(os.urandom(70_000), name="zen.2459122.30001.sum.uvh5")
+        with pytest.raises(ReplicaRefused) as full:
+            await push_replica(session, peer.base, token, big, source)
+        assert (full.value.status, full.value.code, full.value.retryable) == (507, "no_store", True)
+        with pytest.raises(ReplicaRefused) as too_large:
+            await push_replica(session, peer.base, token, record_of(b"", size=300_000), source)
+        assert (too_large.value.status, too_large.value.code, too_large.value.retryable) == (413, "too_large", False)
+        with pytest.raises(PeerNotAuthorized) as unauthorized:
+            await push_replica(session, peer.base, "not-a-token", record_of(data), source, peer="karoo")
+        assert unauthorized.value.status == 401 and "ingest service of karoo refused our token" in str(
+            unauthorized.value)
+        reader = Peer(ingest, role=Role.READ_ONLY).headers["Authorization"].removeprefix("Bearer ")
+        with pytest.raises(PeerNotAuthorized) as forbidden:
+            await push_replica(session, peer.base, reader, record_of(data), source)
+        assert forbidden.value.status == 403
+    with pytest.raises(PeerUnavailable) as gone:  # the service stopped: nothing listens there now
+        async with aiohttp.ClientSession() as session:
+            await push_replica(session, peer.base, token, record_of(data), source, peer="karoo")
+    assert isinstance(gone.value, TransientError) and "karoo" in str(gone.value)
+
+
+async def test_adopt_local_replica_through_a_clients_transport(ingest: ServiceRunner) -> None:
+    data = os.urandom(10_000)
+    path = write_file(incoming(ingest.settings) / "sneaker" / NAME, data)
+    peer = Peer(ingest)
+    token = peer.headers["Authorization"].removeprefix("Bearer ")
+    async with ObsflowClient(peer.base, token) as client:
+        adopted = await adopt_local_replica(client._transport, peer.base, token, record_of(data), path)
+        assert adopted.delivered and adopted.file.instances[0].size == len(data)
+        again = await adopt_local_replica(client._transport, peer.base, token, record_of(data), path)
+        assert again.already
+        pushed = await push_replica(client._transport, peer.base, token, record_of(data), path)
+        assert pushed.already and pushed.bytes_sent == 0
+        with pytest.raises(ReplicaRefused) as outside:
+            await adopt_local_replica(client._transport, peer.base, token, record_of(data), "/etc/passwd")
+        assert (outside.value.status, outside.value.code, outside.value.retryable) == (400, "invalid_path", False)
+    assert len(await outbox_events(ingest.ctx.pool, "instance.created")) == 1
