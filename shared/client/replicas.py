@@ -127,6 +127,9 @@ def _open_instance(source: Path, record: ReplicaFile) -> BinaryIO:
     """This site's instance, opened, after checking it is the size that was minted (blocking)."""
     try:
         instance = open(source, "rb", buffering=0)  # noqa: SIM115  (closed by the caller)
+    except IsADirectoryError as e:
+        raise LocalFileError(f"the instance of {record.name} at {source} is a directory: HTTP carries single files; "
+                             "have the peer adopt a copy beneath its source roots (adopt_local_replica)") from e
     except OSError as e:
         raise LocalFileError(f"cannot read the instance of {record.name} at {source}: {e.strerror or e}; is its store "
                              "mounted?") from e
