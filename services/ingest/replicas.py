@@ -46,7 +46,7 @@ async def announce_replica(ingester: Ingester, request: web.Request) -> web.Stre
     record = parse_body(ReplicaRequest, await json_object(request)).file
     claim = replica_claim(record)
     refusal = check_replica_claim(claim, ingester.options.max_file_bytes)
-    return await reserve_for_bytes(ingester, principal, claim, refusal, kind="replica", replica=record)
+    return await reserve_for_bytes(ingester, principal, claim, refusal, replica=record)
 
 
 async def adopt_local_replica(ingester: Ingester, request: web.Request) -> web.StreamResponse:

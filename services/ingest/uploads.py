@@ -1,4 +1,7 @@
-"""HTTP ways in: the two-phase upload (announce, then PUT the bytes) and the local-path upload."""
+"""HTTP ways in: the two-phase upload (announce, then PUT the bytes) and the local-path upload.
+
+Replicas (services/ingest/replicas.py) announce through `reserve_for_bytes` and send their bytes with the same PUT.
+"""
 
 from __future__ import annotations
 
@@ -96,16 +99,16 @@ async def announce_upload(ingester: Ingester, request: web.Request) -> web.Strea
     claim = Claim(_field(body, "name", str), _field(body, "type", str), size, _field(body, "checksum", str))
     metadata = _field(body, "metadata", dict, required=False)
     refusal = check_claim(claim, ingester.options.max_file_bytes)
-    return await reserve_for_bytes(ingester, principal, claim, refusal, kind="http", metadata=metadata)
+    return await reserve_for_bytes(ingester, principal, claim, refusal, metadata=metadata)
 
 
 async def reserve_for_bytes(
-    ingester: Ingester, principal: Principal, claim: Claim, refusal: Refusal | None, *, kind: str,
+    ingester: Ingester, principal: Principal, claim: Claim, refusal: Refusal | None, *,
     metadata: dict[str, Any] | None = None, replica: ReplicaFile | None = None,
 ) -> web.StreamResponse:
-    """Phase one of a two-phase upload (`kind` 'http') or replica ('replica', keeping the origin's record): refuse
-    the claim (`refusal`, from the checks that apply to it), return the file if it is here already with this
-    content, refuse a name taken by other content, or reserve room and answer where to PUT the bytes."""
+    """Phase one of a two-phase upload, or of a replica (its pending upload, of kind 'replica', keeps the origin's
+    record): refuse the claim (`refusal`, from the checks that apply to it), return the file if it is here already
+    with this content, refuse a name taken by other content, or reserve room and answer where to PUT the bytes."""
     tx = ingester.plain_transaction
     if refusal is not None:
         return refused(await ingester.refuse(tx, refusal, name=claim.name))
@@ -117,6 +120,7 @@ async def reserve_for_bytes(
     if claim.size is None:  # the claim checks of both kinds require a size
         raise BadUploadRequest(f"the claim of {claim.name} lacks its size")
     expires = datetime.now(UTC) + timedelta(seconds=ingester.options.upload_expiry_s)
+    kind = "http" if replica is None else "replica"
     wanted = PendingUpload(uuid.uuid4().hex, kind, claim.name, claim.size, claim.checksum, claim.file_type, "",
                            principal.account, metadata, expires, replica=replica)
     # Uploads belong to their account: another account announcing the same file gets its own upload.

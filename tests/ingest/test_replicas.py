@@ -145,6 +145,8 @@ async def test_a_corrupted_replica_is_refused_and_the_same_upload_can_be_sent_ag
     peer = Peer(ingest)
     status, ticket = await peer.announce(record_of(data))
     assert status == 201
+    status, again = await peer.announce(record_of(data))  # announced again (a lost answer): the same pending replica
+    assert status == 200 and again["upload_id"] == ticket["upload_id"], again
     status, refused = await peer.put(ticket["url"], bytes(corrupted))
     assert (status, refused["error"]["code"]) == (422, "checksum_mismatch"), refused
     assert "re-send" in refused["error"]["message"]
@@ -165,14 +167,16 @@ async def test_a_corrupted_replica_is_refused_and_the_same_upload_can_be_sent_ag
 async def test_the_same_replica_again_is_already_held_and_changes_nothing(ingest: ServiceRunner) -> None:
     data = b"a file minted at karoo"
     record = record_of(data)
-    peer = Peer(ingest)
+    peer, other = Peer(ingest), Peer(ingest, account="transfer-nrao")
+    status, early = await other.announce(record)  # another peer announces the same file before it arrives
+    assert status == 201
     status, first = await peer.deliver(record, data)
     assert status == 201
     status, again = await peer.announce(record)  # a retried transfer after a lost response
     assert status == 200 and again["created"] is False, again
     assert again["file"]["checksum"] == record.checksum and len(again["file"]["instances"]) == 1
-    # Another peer that announced the same file before it arrived: its PUT finds it held, and adds nothing.
-    other = Peer(ingest, account="transfer-nrao")
+    status, late = await other.put(early["url"], data)  # the other peer's bytes find it held, and add nothing
+    assert status == 200 and late["created"] is False, late
     status, ticket = await other.announce(record_of(data, name="zen.2459122.30001.sum.uvh5"))
     assert status == 201
     source = write_file(incoming(ingest.settings) / "copy.uvh5", data)
