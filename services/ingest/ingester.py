@@ -5,6 +5,10 @@ with the files row, the instance row and the file.minted and instance.created ev
 files that concurrent ingests are minting at the same moment), the existing file
 (same name and checksum: nothing changes, nothing is emitted), or a refusal (staged bytes removed, only an
 ingest.rejected event committed).
+
+A replica (a copy of a file minted at another site) takes the same path with its origin's record: its files row is
+the origin's (origin site, uploader, creation time, observation), and only its instance.created is emitted here —
+the file was minted at its origin, whose file.minted reaches every site by itself.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from services.ingest.sources import copy_source
 from services.ingest.staging import StagingArea
 from services.ingest.storage import StoreSet
 from services.ingest.stores import NoRoom
-from shared.api.ingest import IngestedFile
+from shared.api.ingest import IngestedFile, ReplicaFile
 from shared.batching import Batcher
 from shared.bus import DoneOnce, Once, append_events
 from shared.events import Event, Payload
@@ -71,12 +75,16 @@ class Staged:
 
 @dataclass(frozen=True)
 class MintRequest:
-    """Staged bytes that passed the pre-commit checks, waiting to be minted in the next batch."""
+    """Staged bytes that passed the pre-commit checks, waiting to be minted in the next batch.
+
+    `origin` is set for a replica: the record of the file as its origin site minted it (the claim is made from it).
+    """
 
     claim: Claim
     staged: Staged
     who: Provenance
     once: DoneOnce | None = None
+    origin: ReplicaFile | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,11 @@ class Provenance:
 def caused_by_fields(event: Event | None) -> dict[str, str]:
     """The log fields naming the event an ingest answers (none for an HTTP upload)."""
     return {} if event is None else {"event_id": str(event.event_id)}
+
+
+def replica_claim(record: ReplicaFile) -> Claim:
+    """What the bytes of a replica must be: the name, type, size and checksum its origin minted."""
+    return Claim(record.name, record.file_type, record.size, record.checksum)
 
 
 def algorithms_for(claim: Claim, want_md5: bool = False) -> tuple[str, ...]:
@@ -165,14 +178,16 @@ class Ingester:
         return [staged[index] for index in range(len(orders))]
 
     async def commit_staged(
-        self, tx: Transaction, claim: Claim, staged: Staged, who: Provenance, once: DoneOnce | None = None
+        self, tx: Transaction, claim: Claim, staged: Staged, who: Provenance, once: DoneOnce | None = None,
+        *, origin: ReplicaFile | None = None,
     ) -> Outcome:
-        """Verify staged bytes against the claim and mint them, return the existing file, or refuse.
+        """Verify staged bytes against the claim and mint them (as a replica of `origin`'s file when given), return
+        the existing file, or refuse.
 
         A work handler passes its `once`: the event is then recorded as handled in the (batched) minting
         transaction, and AlreadyHandled is raised for a duplicate.
         """
-        (outcome,) = await self.commit_staged_many([(tx, MintRequest(claim, staged, who, once))])
+        (outcome,) = await self.commit_staged_many([(tx, MintRequest(claim, staged, who, once, origin))])
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -241,7 +256,7 @@ class Ingester:
                 if not fresh:
                     outcomes[index] = once.duplicate()
             live = [i for i in order if outcomes[i] is None]
-            news = {i: self._new_file(requests[i].claim, requests[i].staged, requests[i].who) for i in live}
+            news = {i: self._new_file(requests[i]) for i in live}
             created = await insert_files(conn, [news[i] for i in live])  # concurrent minters of a name wait here
             # Minted, or the name taken (the same file, or another one): the upload or copy is over, and its
             # reservation with it.
@@ -289,26 +304,37 @@ class Ingester:
         documents: dict[str, IngestedFile] = {}
         for request, new, created_at in fresh:
             store, final_path, who = request.staged.store, str(finals[new.name]), request.who
-            minted = FileMinted(
-                name=new.name, size=new.size, checksum=new.checksum, file_type=new.file_type,
-                observation_id=new.observation_id, start_jd=new.start_jd, duration_s=new.duration_s,
-                origin_site=new.origin_site, uploader=new.uploader, created_at=created_at,
-                produced_by=(who.metadata or {}).get("produced_by"),
-            )
+            if request.origin is None:  # a replica was minted at its origin: its file.minted is the origin's
+                minted = FileMinted(
+                    name=new.name, size=new.size, checksum=new.checksum, file_type=new.file_type,
+                    observation_id=new.observation_id, start_jd=new.start_jd, duration_s=new.duration_s,
+                    origin_site=new.origin_site, uploader=new.uploader, created_at=created_at,
+                    produced_by=(who.metadata or {}).get("produced_by"),
+                )
+                events.append(self._make_event(minted, who.caused_by))
             instance = InstanceCreated(
                 file_name=new.name, site=self.site, store=store, path=final_path, size=new.size,
                 checksum=new.checksum, verified_at=verified[new.name],
             )
-            events += [self._make_event(minted, who.caused_by), self._make_event(instance, who.caused_by)]
+            events.append(self._make_event(instance, who.caused_by))
             documents[new.name] = file_document_of(new, created_at, [(store, final_path, new.size, verified[new.name])])
             # Files of one batch are minted together: each line names its own cause, not the batch's first.
-            log.info("file_minted", name=new.name, size=new.size, store=store, uploader=new.uploader,
+            log.info("file_minted" if request.origin is None else "replica_recorded", name=new.name, size=new.size,
+                     store=store, uploader=new.uploader, origin_site=new.origin_site, delivered_by=who.uploader,
                      **caused_by_fields(who.caused_by))
         return events, documents
 
-    def _new_file(self, claim: Claim, staged: Staged, who: Provenance) -> NewFile:
-        observation = parse_observation(claim.name, claim.file_type)
+    def _new_file(self, request: MintRequest) -> NewFile:
+        claim, staged, who, origin = request.claim, request.staged, request.who, request.origin
         checksums = staged.measured.checksums
+        if origin is not None:  # the file as its origin minted it; the bytes were verified against its checksum
+            return NewFile(
+                name=claim.name, size=staged.measured.size, checksum=checksums[XXH3_128], md5=checksums.get(MD5),
+                file_type=origin.file_type, is_directory=staged.is_directory, observation_id=origin.observation_id,
+                start_jd=origin.start_jd, duration_s=origin.duration_s, origin_site=origin.origin_site,
+                uploader=origin.uploader, metadata=replica_metadata(origin, who), created_at=origin.created_at,
+            )
+        observation = parse_observation(claim.name, claim.file_type)
         return NewFile(
             name=claim.name, size=staged.measured.size, checksum=checksums[XXH3_128], md5=checksums.get(MD5),
             file_type=claim.file_type, is_directory=staged.is_directory,
@@ -317,6 +343,14 @@ class Ingester:
             duration_s=observation.duration_s if observation else None,
             origin_site=self.site, uploader=who.uploader, metadata=who.metadata,
         )
+
+
+def replica_metadata(origin: ReplicaFile, who: Provenance) -> dict[str, Any]:
+    """A replica's files.metadata: its origin's produced_by, and which account delivered it here."""
+    metadata: dict[str, Any] = {"delivered_by": who.uploader}
+    if origin.produced_by is not None:
+        metadata["produced_by"] = origin.produced_by
+    return metadata
 
 
 async def _record_done(conn: asyncpg.Connection, dones: Sequence[DoneOnce]) -> list[bool]:
@@ -375,4 +409,4 @@ def _copy_into_staging(area: StagingArea, order: CopyOrder, direct: bool) -> Sta
 
 
 __all__ = ["CopyOrder", "DoneOnce", "Ingester", "Minted", "NoRoom", "Outcome", "Provenance", "Staged", "TreeRefused",
-           "algorithms_for"]
+           "algorithms_for", "replica_claim"]

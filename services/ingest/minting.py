@@ -135,6 +135,19 @@ def check_claim(claim: Claim, max_bytes: int) -> Refusal | None:
     return None
 
 
+def check_replica_claim(claim: Claim, max_bytes: int) -> Refusal | None:
+    """`check_claim` for a replica of another site's file: its size and xxh3-128 checksum (what its origin minted
+    it with, the only checksum a files row records) are required, since every byte is verified against them."""
+    refusal = check_claim(claim, max_bytes)
+    if refusal is None and claim.size is None:
+        refusal = Refusal(RefusalCode.INVALID_SIZE, f"a replica of {claim.name} needs the size it was minted with")
+    if refusal is None and claim.algorithm != XXH3_128:
+        refusal = Refusal(RefusalCode.INVALID_CHECKSUM, f"a replica of {claim.name} is verified against the xxh3-128 "
+                          f"checksum its origin minted it with, not {claim.checksum!r}: send 'xxh3-128:<32 hex>' as "
+                          "file.minted said")
+    return refusal
+
+
 def check_size(size: int, max_bytes: int) -> Refusal | None:
     """Refuse a negative or non-integer size (invalid_size) or one above the site's maximum (too_large)."""
     try:

@@ -35,6 +35,7 @@ from services.ingest.minting import (
     Refusal,
     RefusalCode,
     check_claim,
+    check_replica_claim,
     check_size,
     decide_before_copy,
     locate_source,
@@ -44,6 +45,7 @@ from services.ingest.options import IngestOptions
 from services.ingest.repository import PendingUpload, find_files, release_copies
 from services.ingest.sources import probe_source, refusal_for, tree_bytes
 from services.ingest.stores import NoRoom
+from shared.api.ingest import ReplicaFile
 from shared.bus import Once
 from shared.failures import describe, is_transient
 from shared.safe_paths import PATH_MAX, Beneath
@@ -57,6 +59,7 @@ class PathJob:
 
     A work handler passes `tx=once.transaction` and its `once` (the mint records the event as handled). A job that
     `waits_for_room` (an announcement) gets NoRoom back when no store can take it; any other is refused (no_store).
+    A job with an `origin` adopts a replica of that file, minted at another site (the claim is made from it).
     """
 
     claim: Claim
@@ -67,6 +70,7 @@ class PathJob:
     once: DoneOnce | None = None
     want_md5: bool = False
     waits_for_room: bool = False
+    origin: ReplicaFile | None = None
 
 
 def _bounded(path: str) -> str:
@@ -81,10 +85,12 @@ def default_name(path: str) -> str:
 
 async def ingest_path(
     ingester: Ingester, tx: Transaction, claim: Claim, source: str, upload_id: str, who: Provenance,
-    *, want_md5: bool = False, once: Once | None = None,
+    *, want_md5: bool = False, once: Once | None = None, origin: ReplicaFile | None = None,
 ) -> Outcome:
-    """Copy `source` into a store in one pass, verify it against the claim, and mint it (or refuse)."""
-    (outcome,) = await ingest_paths(ingester, [PathJob(claim, source, upload_id, who, tx, once, want_md5)])
+    """Copy `source` into a store in one pass, verify it against the claim, and mint it (or refuse); with `origin`,
+    record it as a replica of that file."""
+    job = PathJob(claim, source, upload_id, who, tx, once, want_md5, origin=origin)
+    (outcome,) = await ingest_paths(ingester, [job])
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
@@ -184,7 +190,8 @@ async def _stage_and_mint(
             results[index] = copied
         else:
             staged[index] = copied
-    requests = [(jobs[i].tx, MintRequest(jobs[i].claim, staged[i], jobs[i].who, jobs[i].once)) for i in staged]
+    requests = [(jobs[i].tx, MintRequest(jobs[i].claim, staged[i], jobs[i].who, jobs[i].once, jobs[i].origin))
+                for i in staged]
     results.update(zip(staged, await ingester.commit_staged_many(requests), strict=True))
     return results
 
@@ -223,7 +230,7 @@ def _precheck(options: IngestOptions, job: PathJob) -> Refusal | tuple[Beneath, 
     """Where the source lies and the bytes its copy will take (a directory's files summed), or why it cannot be
     ingested (blocking: it opens it)."""
     claim = job.claim
-    refusal = check_claim(claim, options.max_file_bytes)
+    refusal = (check_claim if job.origin is None else check_replica_claim)(claim, options.max_file_bytes)
     if refusal is not None:
         return refusal
     source = locate_source(job.source, options.source_roots)

@@ -13,7 +13,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from services.ingest.minting import Claim, ExistingFile
-from shared.api.ingest import IngestedFile, LocalInstance
+from shared.api.ingest import IngestedFile, LocalInstance, ReplicaFile
 from shared.bus.dead_letters import record_dead_letter
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
@@ -35,11 +35,13 @@ class NewFile:
     origin_site: str
     uploader: str
     metadata: dict[str, Any] | None
+    created_at: datetime | None = None  # None: now (minted here); a replica keeps its origin's
 
 
 @dataclass(frozen=True)
 class PendingUpload:
-    """An HTTP upload announced and not yet minted, or a copy in progress: each reserves its size on its store."""
+    """An HTTP upload announced and not yet minted, a replica waiting for its bytes (`replica` keeps the origin's
+    record), or a copy in progress: each reserves its size on its store."""
 
     upload_id: str
     kind: str
@@ -51,6 +53,7 @@ class PendingUpload:
     uploader: str
     metadata: dict[str, Any] | None
     expires_at: datetime
+    replica: ReplicaFile | None = None
 
     @property
     def claim(self) -> Claim:
@@ -102,14 +105,16 @@ async def insert_files(conn: asyncpg.Connection, news: list[NewFile]) -> dict[st
         [n.file_type for n in news], [n.is_directory for n in news], [n.observation_id for n in news],
         [n.start_jd for n in news], [n.duration_s for n in news], [n.origin_site for n in news],
         [n.uploader for n in news], [json.dumps(n.metadata) if n.metadata is not None else None for n in news],
+        [n.created_at for n in news],
     ]
     rows = await conn.fetch(
         "INSERT INTO files (name, size, checksum, md5, file_type, is_directory, observation_id, start_jd,"
-        " duration_s, origin_site, uploader, metadata) SELECT name, size, checksum, md5, file_type, is_directory,"
-        " observation_id, start_jd, duration_s, origin_site, uploader, metadata::jsonb FROM unnest($1::text[],"
-        " $2::bigint[], $3::text[], $4::text[], $5::text[], $6::boolean[], $7::text[], $8::float8[], $9::float8[],"
-        " $10::text[], $11::text[], $12::text[]) AS new (name, size, checksum, md5, file_type, is_directory,"
-        " observation_id, start_jd, duration_s, origin_site, uploader, metadata)"
+        " duration_s, origin_site, uploader, metadata, created_at) SELECT name, size, checksum, md5, file_type,"
+        " is_directory, observation_id, start_jd, duration_s, origin_site, uploader, metadata::jsonb,"
+        " COALESCE(created_at, now()) FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],"
+        " $6::boolean[], $7::text[], $8::float8[], $9::float8[], $10::text[], $11::text[], $12::text[],"
+        " $13::timestamptz[]) AS new (name, size, checksum, md5, file_type, is_directory, observation_id, start_jd,"
+        " duration_s, origin_site, uploader, metadata, created_at)"
         " ON CONFLICT (name) DO NOTHING RETURNING name, created_at",
         *columns,
     )
@@ -221,11 +226,13 @@ async def reservations_of(db: Executor, upload_ids: Sequence[str]) -> dict[str, 
     return {r["upload_id"]: int(r["size"]) for r in rows}
 
 
-_UPLOAD_COLUMNS = "upload_id, kind, name, size, checksum, file_type, store, uploader, metadata, expires_at"
+_UPLOAD_COLUMNS = "upload_id, kind, name, size, checksum, file_type, store, uploader, metadata, expires_at, replica"
 _UPLOAD_VALUES = (
     "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],"
-    " $8::text[], $9::jsonb[], $10::timestamptz[])"
+    " $8::text[], $9::jsonb[], $10::timestamptz[], $11::jsonb[])"
 )
+# The kinds of upload that wait for their bytes over HTTP (one pending per account and name: uploads_claim).
+_SENT = "kind IN ('http', 'replica')"
 
 
 def _upload(row: asyncpg.Record | None) -> PendingUpload | None:
@@ -233,6 +240,8 @@ def _upload(row: asyncpg.Record | None) -> PendingUpload | None:
         return None
     values = dict(row)
     values["metadata"] = json.loads(values["metadata"]) if values["metadata"] is not None else None
+    replica = values["replica"]
+    values["replica"] = ReplicaFile.model_validate_json(replica) if replica is not None else None
     return PendingUpload(**values)
 
 
@@ -243,14 +252,15 @@ def _upload_columns(uploads: Sequence[PendingUpload]) -> list[list[Any]]:
         [u.store for u in uploads], [u.uploader for u in uploads],
         [json.dumps(u.metadata) if u.metadata is not None else None for u in uploads],
         [u.expires_at for u in uploads],
+        [u.replica.model_dump_json() if u.replica is not None else None for u in uploads],
     ]
 
 
 async def insert_upload(conn: asyncpg.Connection, upload: PendingUpload) -> bool:
-    """Record a new HTTP upload (its reservation); False if the account has one of that name already."""
+    """Record a new HTTP upload or replica (its reservation); False if the account has one of that name already."""
     inserted = await conn.fetchval(
         f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) {_UPLOAD_VALUES}"
-        " ON CONFLICT (uploader, name) WHERE kind = 'http' DO NOTHING RETURNING true",
+        f" ON CONFLICT (uploader, name) WHERE {_SENT} DO NOTHING RETURNING true",
         *_upload_columns([upload]),
     )
     return bool(inserted)
@@ -267,9 +277,9 @@ async def reserve_copies(conn: asyncpg.Connection, copies: Sequence[PendingUploa
 
 
 async def pending_upload_of(conn: asyncpg.Connection, uploader: str, name: str) -> PendingUpload | None:
-    """The account's pending HTTP upload of `name`, locked until the transaction ends."""
+    """The account's pending HTTP upload or replica of `name`, locked until the transaction ends."""
     return _upload(await conn.fetchrow(
-        f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE kind = 'http' AND uploader = $1 AND name = $2 FOR UPDATE",
+        f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE {_SENT} AND uploader = $1 AND name = $2 FOR UPDATE",
         uploader, name,
     ))
 

@@ -11,6 +11,7 @@ from services.ingest.hygiene import StagingLocks, keep_staging_clean, sweep_stag
 from services.ingest.ingester import Ingester
 from services.ingest.openapi import openapi_document
 from services.ingest.options import default_source_root, ingest_options
+from services.ingest.replicas import replica_routes
 from services.ingest.sources import prepare_source_roots
 from services.ingest.storage import StoreSet
 from services.ingest.uploads import upload_routes
@@ -61,7 +62,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         work_consumers=[
             ctx.work_consumer(ANNOUNCED_QUEUE, announced_handler(ingester, options, waiting), prefetch=options.prefetch)
         ],
-        routes=[*upload_routes(ingester), *openapi_routes(openapi_document())],
+        routes=[*upload_routes(ingester), *replica_routes(ingester), *openapi_routes(openapi_document())],
         background=[refresh_store_usage, resume_waiting_announcements, expire_abandoned_uploads],
     )
     parts.at_stop(locks.close)  # after the consumers have stopped: releases whatever a cancelled copy held

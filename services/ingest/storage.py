@@ -178,14 +178,16 @@ class StoreSet:
         """The account's pending upload of this claim (announced again: found, its expiry pushed back), or a new
         one reserving its size on a store with room (True), or why no store has room.
 
-        The account's pending upload of the same name with another size or checksum is replaced: one upload per
-        account and name, so a corrected announcement does not leave the old one's reservation behind.
+        The account's pending upload of the same name with another size or checksum (or another kind, or a replica
+        of another record) is replaced: one upload per account and name, so a corrected announcement does not leave
+        the old one's reservation behind.
         """
         async with pool.acquire() as conn, conn.transaction():
             usage = await self._usage(conn)
             existing = await pending_upload_of(conn, wanted.uploader, wanted.name)
             if existing is not None:
-                if existing.claim == wanted.claim and existing.store in usage:
+                same = (existing.kind, existing.claim, existing.replica) == (wanted.kind, wanted.claim, wanted.replica)
+                if same and existing.store in usage:
                     await extend_upload(conn, existing.upload_id, wanted.expires_at)
                     return replace(existing, expires_at=wanted.expires_at), False
                 await forget_upload(conn, existing.upload_id)

@@ -1,4 +1,7 @@
-"""HTTP ways in: the two-phase upload (announce, then PUT the bytes) and the local-path upload."""
+"""HTTP ways in: the two-phase upload (announce, then PUT the bytes) and the local-path upload.
+
+Replicas (services/ingest/replicas.py) announce through `reserve_for_bytes` and send their bytes with the same PUT.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from services.ingest.path_ingest import default_name, ingest_path
 from services.ingest.repository import PendingUpload, file_document, find_file, find_upload
 from services.ingest.staging import StagingArea
 from services.ingest.stores import NoRoom
-from shared.api.ingest import FileAnswer, MintAnswer, UploadTicket
+from shared.api.ingest import FileAnswer, MintAnswer, ReplicaFile, UploadTicket
 from shared.auth import Principal, Role
 from shared.errors import PermanentError
 from shared.http.answers import model_response
@@ -58,22 +61,25 @@ def _field(body: dict[str, Any], key: str, kind: type | tuple[type, ...], *, req
     return value
 
 
-def _principal(request: web.Request) -> Principal:
+def caller(request: web.Request) -> Principal:
+    """The authenticated account of a request (`requires` let it in)."""
     principal = principal_of(request)
     if principal is None:  # `requires` has already refused anonymous callers
         raise web.HTTPUnauthorized(text="this endpoint needs a token")
     return principal
 
 
-def _refused(refusal: Refusal) -> web.Response:
+def refused(refusal: Refusal) -> web.Response:
+    """A refusal as its HTTP error."""
     return json_error(refusal.http_status, refusal.code.value, refusal.reason)
 
 
-async def _respond(ingester: Ingester, outcome: Outcome) -> web.Response:
+async def respond(ingester: Ingester, outcome: Outcome) -> web.Response:
+    """An ingest's outcome as its answer: 201/200 MintAnswer, or the refusal (507 no_store for no room)."""
     if isinstance(outcome, Refusal):
-        return _refused(outcome)
+        return refused(outcome)
     if isinstance(outcome, NoRoom):
-        return _refused(_no_store(outcome))
+        return refused(no_store(outcome))
     document = outcome.document or await file_document(ingester.pool, outcome.name)
     if document is None:  # minted, so it exists: only a bug could get here
         raise RuntimeError(f"{outcome.name} was minted but cannot be read back")
@@ -87,32 +93,46 @@ def _upload_answer(upload: PendingUpload) -> UploadTicket:
 
 async def announce_upload(ingester: Ingester, request: web.Request) -> web.StreamResponse:
     """POST /api/v1/uploads {name, size, checksum, type, metadata?}: a place to PUT the bytes."""
-    principal = _principal(request)
+    principal = caller(request)
     body = await json_object(request)
     size: int = _field(body, "size", int)
     claim = Claim(_field(body, "name", str), _field(body, "type", str), size, _field(body, "checksum", str))
     metadata = _field(body, "metadata", dict, required=False)
-    tx = ingester.plain_transaction
     refusal = check_claim(claim, ingester.options.max_file_bytes)
+    return await reserve_for_bytes(ingester, principal, claim, refusal, metadata=metadata)
+
+
+async def reserve_for_bytes(
+    ingester: Ingester, principal: Principal, claim: Claim, refusal: Refusal | None, *,
+    metadata: dict[str, Any] | None = None, replica: ReplicaFile | None = None,
+) -> web.StreamResponse:
+    """Phase one of a two-phase upload, or of a replica (its pending upload, of kind 'replica', keeps the origin's
+    record): refuse the claim (`refusal`, from the checks that apply to it), return the file if it is here already
+    with this content, refuse a name taken by other content, or reserve room and answer where to PUT the bytes."""
+    tx = ingester.plain_transaction
     if refusal is not None:
-        return _refused(await ingester.refuse(tx, refusal, name=claim.name))
+        return refused(await ingester.refuse(tx, refusal, name=claim.name))
     verdict = decide_before_copy(claim, await find_file(ingester.pool, claim.name))
     if isinstance(verdict, AlreadyMinted):
-        return await _respond(ingester, Minted(claim.name, created=False))
+        return await respond(ingester, Minted(claim.name, created=False))
     if isinstance(verdict, Refusal):
-        return _refused(await ingester.refuse(tx, verdict, name=claim.name))
+        return refused(await ingester.refuse(tx, verdict, name=claim.name))
+    if claim.size is None:  # the claim checks of both kinds require a size
+        raise BadUploadRequest(f"the claim of {claim.name} lacks its size")
     expires = datetime.now(UTC) + timedelta(seconds=ingester.options.upload_expiry_s)
-    wanted = PendingUpload(uuid.uuid4().hex, "http", claim.name, size, claim.checksum, claim.file_type, "",
-                           principal.account, metadata, expires)
+    kind = "http" if replica is None else "replica"
+    wanted = PendingUpload(uuid.uuid4().hex, kind, claim.name, claim.size, claim.checksum, claim.file_type, "",
+                           principal.account, metadata, expires, replica=replica)
     # Uploads belong to their account: another account announcing the same file gets its own upload.
     reserved = await ingester.stores.reserve_upload(ingester.pool, wanted)
     if isinstance(reserved, NoRoom):
-        return _refused(await ingester.refuse(tx, _no_store(reserved), name=claim.name))
+        return refused(await ingester.refuse(tx, no_store(reserved), name=claim.name))
     upload, created = reserved
     return model_response(_upload_answer(upload), status=201 if created else 200)
 
 
-def _no_store(room: NoRoom) -> Refusal:
+def no_store(room: NoRoom) -> Refusal:
+    """No room as the refusal an HTTP caller gets (507)."""
     return Refusal(RefusalCode.NO_STORE, f"{room.reason}; then try again")
 
 
@@ -123,7 +143,7 @@ async def receive_upload(ingester: Ingester, request: web.Request) -> web.Stream
     name) or it expires; a failed transfer (wrong size or checksum, no room at the mint, client gone, body too
     slow) leaves it as it was, to be sent again with the same id. Nothing of a failed transfer stays staged.
     """
-    principal = _principal(request)
+    principal = caller(request)
     upload = await find_upload(ingester.pool, request.match_info["upload_id"])
     if upload is None:
         return json_error(404, "unknown_upload", "no pending upload has this id (expired, finished or never "
@@ -133,7 +153,7 @@ async def receive_upload(ingester: Ingester, request: web.Request) -> web.Stream
     if request.content_length is not None and request.content_length != upload.size:
         refusal = Refusal(RefusalCode.SIZE_MISMATCH, f"{upload.name}: announced {upload.size} bytes but the "
                           f"request carries {request.content_length}")
-        return _refused(await ingester.refuse(ingester.plain_transaction, refusal, name=upload.name,
+        return refused(await ingester.refuse(ingester.plain_transaction, refusal, name=upload.name,
                                               upload_id=upload.upload_id))
     try:
         async with ingester.locks.hold(upload.upload_id):
@@ -148,9 +168,9 @@ async def receive_upload(ingester: Ingester, request: web.Request) -> web.Stream
         raise HttpRefusal(408, e.code, f"{e}; upload {upload.upload_id} is still pending: send the whole body "
                           "again with the same id") from None
     if isinstance(outcome, NoRoom):
-        outcome = await ingester.refuse(ingester.plain_transaction, _no_store(outcome), name=upload.name,
+        outcome = await ingester.refuse(ingester.plain_transaction, no_store(outcome), name=upload.name,
                                         upload_id=upload.upload_id)
-    return await _respond(ingester, outcome)
+    return await respond(ingester, outcome)
 
 
 async def _stage_and_commit(request: web.Request, ingester: Ingester, upload: PendingUpload) -> Outcome:
@@ -179,7 +199,8 @@ async def _stage_and_commit(request: web.Request, ingester: Ingester, upload: Pe
         return await ingester.refuse(ingester.plain_transaction, refusal, name=upload.name, upload_id=upload.upload_id)
     staged = Staged(upload.upload_id, upload.store, path, Measured(result.size, result.checksums))
     who = Provenance(uploader=upload.uploader, metadata=upload.metadata)
-    return await ingester.commit_staged(ingester.plain_transaction, claim, staged, who)
+    # A replica's bytes are verified against, and recorded as, the file its origin minted (upload.replica).
+    return await ingester.commit_staged(ingester.plain_transaction, claim, staged, who, origin=upload.replica)
 
 
 def _stage_whole(
@@ -251,7 +272,7 @@ def _write_chunks(writer: ChecksummingWriter, chunks: list[bytes]) -> None:
 
 async def upload_local_path(ingester: Ingester, request: web.Request) -> web.StreamResponse:
     """POST /api/v1/uploads/local {path, name?, type, size?, checksum?, md5?}: the server copies the file."""
-    principal = _principal(request)
+    principal = caller(request)
     body = await json_object(request)
     source = _field(body, "path", str)
     claim = Claim(_field(body, "name", str, required=False) or default_name(source), _field(body, "type", str),
@@ -260,7 +281,7 @@ async def upload_local_path(ingester: Ingester, request: web.Request) -> web.Str
     upload_id = f"loc-{uuid.uuid4().hex}"
     outcome = await ingest_path(ingester, ingester.plain_transaction, claim, source, upload_id, who,
                                 want_md5=bool(_field(body, "md5", bool, required=False)))
-    return await _respond(ingester, outcome)
+    return await respond(ingester, outcome)
 
 
 async def get_file(ingester: Ingester, request: web.Request) -> web.StreamResponse:
@@ -277,7 +298,8 @@ IngestHandler = Callable[[Ingester, web.Request], Awaitable[web.StreamResponse]]
 Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _bound(ingester: Ingester, handler: IngestHandler, role: Role) -> Route:
+def bound(ingester: Ingester, handler: IngestHandler, role: Role) -> Route:
+    """`handler` as a route of `ingester`, open to `role` and above."""
     async def route(request: web.Request) -> web.StreamResponse:
         return await handler(ingester, request)
 
@@ -288,8 +310,8 @@ def _bound(ingester: Ingester, handler: IngestHandler, role: Role) -> Route:
 def upload_routes(ingester: Ingester) -> list[web.RouteDef]:
     """The ingest service's HTTP routes: uploading needs read-append, reading read-only."""
     return [
-        web.post("/api/v1/uploads", _bound(ingester, announce_upload, Role.READ_APPEND)),
-        web.post("/api/v1/uploads/local", _bound(ingester, upload_local_path, Role.READ_APPEND)),
-        web.put("/api/v1/uploads/{upload_id}", _bound(ingester, receive_upload, Role.READ_APPEND)),
-        web.get("/api/v1/files/{name}", _bound(ingester, get_file, Role.READ_ONLY)),
+        web.post("/api/v1/uploads", bound(ingester, announce_upload, Role.READ_APPEND)),
+        web.post("/api/v1/uploads/local", bound(ingester, upload_local_path, Role.READ_APPEND)),
+        web.put("/api/v1/uploads/{upload_id}", bound(ingester, receive_upload, Role.READ_APPEND)),
+        web.get("/api/v1/files/{name}", bound(ingester, get_file, Role.READ_ONLY)),
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from shared.api.base import ApiModel
 
@@ -75,9 +75,9 @@ class ReplicaFile(ApiModel):
     observation_id: str | None = None
     start_jd: float | None = None
     duration_s: float | None = None
-    origin_site: str
-    uploader: str
-    created_at: datetime
+    origin_site: str = Field(min_length=1)
+    uploader: str = Field(min_length=1)
+    created_at: AwareDatetime
     produced_by: dict[str, Any] | None = None
 
 

@@ -37,6 +37,13 @@ class Transport:
         if self._session is None:
             self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The open session, for calls made outside `call` (a replica's streamed bytes: shared/client/replicas.py)."""
+        if self._session is None:
+            raise RuntimeError("the transport is not open: use the client as `async with ObsflowClient(...)`")
+        return self._session
+
     async def close(self) -> None:
         """Close the session."""
         if self._session is not None:

@@ -131,3 +131,42 @@ def test_ingest_two_phase_upload_conforms(api_site: BackgroundSite, http: reques
                 assert minted.status_code in (201, 409), minted.text  # 409: a generated name was minted already
 
     upload()
+
+
+def test_ingest_replica_transfer_conforms(api_site: BackgroundSite, http: requests.Session) -> None:
+    """Replica announcements (generated from the document) followed, as the ticket's link says, by a PUT of their bytes.
+
+    Half carry an honest record of the bytes (their size and xxh3-128, a time with its offset), so the PUT records
+    a replica of another site's file; the others are refused. Every answer is checked like the single operations.
+    """
+    sent = {"base_url": api_site.url("ingest"), "timeout": 30, "session": http,
+            "headers": {"Authorization": f"Bearer {api_site.token(Role.ADMIN)}"}}
+    announce, send = ingest["/api/v1/replicas"]["POST"], ingest["/api/v1/uploads/{upload_id}"]["PUT"]
+    recorded: list[str] = []
+
+    def checked(case: Any) -> Any:
+        response = retry_while_database_full(lambda: case.call(**sent))
+        case.validate_response(response, headers=sent["headers"], transport_kwargs=sent)
+        return response
+
+    @hypothesis.seed(SEED)
+    @hypothesis.settings(max_examples=EXAMPLES * 2, deadline=None, database=None)
+    @hypothesis.given(announcement=announce.as_strategy(), data=st.binary(max_size=512), honest=st.booleans())
+    def replicate(announcement: Any, data: bytes, honest: bool) -> None:
+        record = announcement.body.get("file") if isinstance(announcement.body, dict) else None
+        if honest and isinstance(record, dict):
+            announcement.body = {"file": {
+                **record, "size": len(data), "checksum": f"xxh3-128:{xxhash.xxh3_128_hexdigest(data)}",
+                "created_at": "2020-09-30T00:00:00+00:00", "origin_site": "karoo", "uploader": "correlator"}}
+        ticket = checked(announcement)
+        if ticket.status_code in (200, 201) and "upload_id" in ticket.json():
+            replica = checked(send.Case(path_parameters={"upload_id": ticket.json()["upload_id"]}, body=data,
+                                        media_type="application/octet-stream"))
+            if honest:
+                assert replica.status_code in (200, 201, 409), replica.text  # 409: a generated name is held already
+                if replica.status_code == 201:
+                    assert replica.json()["file"]["origin_site"] == "karoo", replica.text
+                    recorded.append(replica.json()["file"]["name"])
+
+    replicate()
+    assert recorded, "no honest replica was recorded: the generated names never reached the happy path"
