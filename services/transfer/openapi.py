@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.transfer.orders import MANAGERS, MAX_LABEL, MAX_PRIORITY, MAX_STORE, MIN_PRIORITY
+from services.transfer.orders import MANAGERS, MAX_LABEL, MAX_NAME, MAX_PRIORITY, MAX_STORE, MIN_PRIORITY
 from services.transfer.routes import MAX_LIMIT
 from shared.api.base import component_schemas
 from shared.api.transfer import TRANSFER_MODELS, TRANSFER_STATES
@@ -31,6 +31,12 @@ _SCHEMAS: dict[str, Any] = {
             "label": {"type": "string", "maxLength": MAX_LABEL, "default": ""},
         },
         "example": {"search": {"file_type": {"is": "uvh5"}}, "destination": EXAMPLE_PEER, "label": "raw data"},
+    },
+    "ForwardRequest": {
+        "type": "object", "required": ["name", "destination"], "additionalProperties": False,
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME},
+                       "destination": {"type": "string", "minLength": 1, "description": "a declared peer"}},
+        "example": {"name": "zen.2459122.30000.sum.uvh5", "destination": EXAMPLE_PEER},
     },
 }
 
@@ -93,6 +99,12 @@ def openapi_document() -> dict[str, Any]:
             parameters=_listing_params(with_state=False),
             responses={"200": json_response("a page", ref("StuckList")), **bad_page})},
     }
+    paths["/api/v1/forwards"] = {"post": operation(
+        "a via peer asks this site to send a file it holds on to a destination (idempotent): the peer's own "
+        "dispatcher asks once its copy here is verified", role=Role.READ_APPEND, body=json_body(ref("ForwardRequest")),
+        responses={"201": json_response("a transfer now wants it", ref("ForwardAnswer")),
+                   "200": json_response("it was wanted already", ref("ForwardAnswer")),
+                   "400": error_response("not a file name, or the destination is not a declared peer")})}
     return shared_document(
         "transfer", "Makes copies appear where the standing orders say they should.", paths, _SCHEMAS,
     )

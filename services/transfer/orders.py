@@ -21,6 +21,7 @@ MAX_LABEL = 200
 MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
 MAX_SEARCH_BYTES = 64 * 1024  # an order's search as JSON: a clause tree, never a list of every file's name
 MAX_STORE = 64
+MAX_NAME = 255  # NAME_MAX: a file's name
 KEYS = ("search", "destination", "store", "manager", "priority", "label")
 _STORE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -31,6 +32,25 @@ class OrderRefused(PermanentError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+@dataclass(frozen=True)
+class ForwardRequest:
+    """A via peer's request to send a file this site holds on to `destination` (a declared peer)."""
+
+    name: str
+    destination: str
+
+    @classmethod
+    def parse(cls, body: Mapping[str, Any], *, site: str, peers: Sequence[str]) -> ForwardRequest:
+        """The request in `body`, or OrderRefused saying what is wrong."""
+        unknown = sorted(set(body) - {"name", "destination"})
+        if unknown:
+            raise OrderRefused("invalid_forward", f"unknown keys {unknown}; a forward has ['name', 'destination']")
+        name = body.get("name")
+        if not isinstance(name, str) or not 0 < len(name.encode()) <= MAX_NAME or "\x00" in name:
+            raise OrderRefused("invalid_forward", f"name is a file's name (1-{MAX_NAME} bytes); got {name!r:.80}")
+        return cls(name, _destination(body.get("destination"), site, peers))
 
 
 @dataclass(frozen=True)

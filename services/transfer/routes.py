@@ -15,8 +15,16 @@ from aiohttp import web
 from services.transfer import repository
 from services.transfer.catalog_port import CatalogSearch, SearchRefused
 from services.transfer.options import TransferOptions
-from services.transfer.orders import OrderRefused, OrderRequest, new_order_id
-from shared.api.transfer import TRANSFER_STATES, Order, OrderList, StuckList, TransferList, TransferRow
+from services.transfer.orders import ForwardRequest, OrderRefused, OrderRequest, new_order_id
+from shared.api.transfer import (
+    TRANSFER_STATES,
+    ForwardAnswer,
+    Order,
+    OrderList,
+    StuckList,
+    TransferList,
+    TransferRow,
+)
 from shared.errors import PermanentError
 from shared.http.answers import model_response
 from shared.http.auth import Role, principal_of, requires
@@ -38,6 +46,7 @@ ROUTE_TABLE: tuple[tuple[str, str, str, Role], ...] = (
     ("POST", "/orders/{order_id}/resume", "resume_order", Role.ADMIN),
     ("GET", "/transfers", "transfers", Role.READ_ONLY),
     ("GET", "/transfers/stuck", "stuck_transfers", Role.READ_ONLY),
+    ("POST", "/forwards", "forward", Role.READ_APPEND),  # a peer's token at this site has read-append
 )
 
 
@@ -162,6 +171,20 @@ class TransferApi:
         page = _page(request, with_state=False)
         rows = await repository.list_transfers(self._pool, self._options.max_attempts, page, stuck=True)
         return model_response(StuckList(**self._listing(rows, page)))
+
+    async def forward(self, request: web.Request) -> web.Response:
+        """POST /forwards {name, destination}: a via peer asks this site to send a file on (idempotent)."""
+        body = await json_object(request)
+        try:
+            forward = ForwardRequest.parse(body, site=self._site, peers=self._peers)
+        except OrderRefused as e:
+            return json_error(400, e.code, str(e))
+        principal = principal_of(request)
+        requested_by = principal.account if principal is not None else "?"
+        async with self._pool.acquire() as conn:
+            created = await repository.request_forward(conn, forward.name, forward.destination, requested_by)
+        answer = ForwardAnswer(name=forward.name, destination=forward.destination, created=created)
+        return model_response(answer, status=201 if created else 200)
 
     def _listing(self, rows: list[dict[str, Any]], page: repository.Page) -> dict[str, Any]:
         return {"transfers": [TransferRow.model_validate(row) for row in rows],

@@ -74,4 +74,13 @@ class StuckList(TransferList):
     error, and when the next attempt is due."""
 
 
-TRANSFER_MODELS: tuple[type[ApiModel], ...] = (Order, OrderList, TransferRow, TransferList, StuckList)
+class ForwardAnswer(ApiModel):
+    """A peer asked this site to send a file it holds on to a destination: the transfer that will (`created`: false
+    when it was wanted already)."""
+
+    name: str
+    destination: str
+    created: bool
+
+
+TRANSFER_MODELS: tuple[type[ApiModel], ...] = (Order, OrderList, TransferRow, TransferList, StuckList, ForwardAnswer)

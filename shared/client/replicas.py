@@ -38,6 +38,7 @@ CHUNK_BYTES = 4 * 1024 * 1024
 API_TIMEOUT_S = 60.0  # a claim's answer
 TRANSFER_TIMEOUT_S = 3600.0  # the longest silence while the bytes are sent and then verified and committed
 Progress = Callable[[int], Awaitable[None]]
+Opener = Callable[[], BinaryIO]
 _ANNOUNCED: TypeAdapter[UploadTicket | MintAnswer] = TypeAdapter(UploadTicket | MintAnswer)
 _MINTED: TypeAdapter[MintAnswer] = TypeAdapter(MintAnswer)
 # Refusals that another attempt can get past: bytes damaged in transit, a full peer, a pending upload that expired
@@ -83,11 +84,12 @@ class PeerUnavailable(ServerUnavailable):
 
 async def push_replica(
     session_or_transport: aiohttp.ClientSession | Transport, base_url: str, token: str, record: ReplicaFile,
-    source: Path, *, progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES,
+    source: Path | Opener, *, progress: Progress | None = None, chunk_bytes: int = CHUNK_BYTES,
     transfer_timeout_s: float = TRANSFER_TIMEOUT_S, peer: str | None = None,
 ) -> ReplicaResult:
     """Give the peer at `base_url` (its ingest service) a copy of `record`'s file, read from `source` (this site's
-    verified instance); `peer` names it in errors (default: the URL)."""
+    verified instance: a path, or a function that opens it, e.g. beneath its store's root without following links;
+    called in a thread, only once the peer wants the bytes); `peer` names it in errors (default: the URL)."""
     call = _PeerCall(session_or_transport, base_url, token, peer)
     status, body = await call.send("POST", "/api/v1/replicas", json={"file": record.model_dump(mode="json")},
                                    timeout=aiohttp.ClientTimeout(total=API_TIMEOUT_S, sock_connect=10))
@@ -123,20 +125,21 @@ async def adopt_local_replica(
     return ReplicaResult(record.name, minted.file, already=not minted.created, bytes_sent=0)
 
 
-def _open_instance(source: Path, record: ReplicaFile) -> BinaryIO:
+def _open_instance(source: Path | Opener, record: ReplicaFile) -> BinaryIO:
     """This site's instance, opened, after checking it is the size that was minted (blocking)."""
+    where = "its store" if callable(source) else source
     try:
-        instance = open(source, "rb", buffering=0)  # noqa: SIM115  (closed by the caller)
+        instance = source() if callable(source) else open(source, "rb", buffering=0)  # noqa: SIM115 (caller closes)
     except IsADirectoryError as e:
-        raise LocalFileError(f"the instance of {record.name} at {source} is a directory: HTTP carries single files; "
+        raise LocalFileError(f"the instance of {record.name} at {where} is a directory: HTTP carries single files; "
                              "have the peer adopt a copy beneath its source roots (adopt_local_replica)") from e
     except OSError as e:
-        raise LocalFileError(f"cannot read the instance of {record.name} at {source}: {e.strerror or e}; is its store "
+        raise LocalFileError(f"cannot read the instance of {record.name} at {where}: {e.strerror or e}; is its store "
                              "mounted?") from e
     size = os.fstat(instance.fileno()).st_size
     if size != record.size:
         instance.close()
-        raise LocalFileError(f"the instance of {record.name} at {source} holds {size} bytes, but {record.size} were "
+        raise LocalFileError(f"the instance of {record.name} at {where} holds {size} bytes, but {record.size} were "
                              "minted: it is damaged; send another instance and check this one")
     return instance
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+from pydantic import SecretStr
 
 from services.catalog.service import SPEC as CATALOG
 from services.ingest.service import SPEC as INGEST
@@ -125,69 +126,81 @@ async def linked_sites(
     from tests.sites.links_setup import remove_peer_links, set_up_peer_links
 
     ports = {name: free_port_block() for name in names}
-    links: dict[frozenset[str], SiteLink] = {}
-    proxies: dict[tuple[str, str], dict[str, Link]] = {}
-    for a in names:
-        for b in names:
-            if a == b:
-                continue
-            link = links.setdefault(frozenset((a, b)), SiteLink(frozenset((a, b))))
-            # a's view of b: b's broker, b's ingest, b's transfer, each through the link.
-            ends = {"amqp": Link(AMQP_PORT), "ingest": Link(ports[b]), "transfer": Link(ports[b] + 2)}
-            for proxy in ends.values():
-                await proxy.start()
-                link.proxies.append(proxy)
-            proxies[(a, b)] = ends
-    sites: dict[str, SiteUnderTest] = {}
-    secret_of = {name: f"test-secret-of-{name}-{secrets.token_hex(24)}" for name in names}
+    links, proxies = await _links(names, ports)
+    secrets_of = {name: f"test-secret-of-{name}-{secrets.token_hex(24)}" for name in names}
+    sites = {}
     for name in names:
-        root = tmp / name
-        for directory in ("store", "incoming", "landing", "peers", "var"):
-            (root / directory).mkdir(parents=True)
-        peers = []
-        for other in names:
-            if other == name:
-                continue
-            token_file = root / "peers" / f"{other}.token"
-            other_settings = base.model_copy(update={"auth_secret": secret_of[other]})
-            token_file.write_text(issue_token(site_secret(other_settings),
-                                              Principal(f"{name}-peer", Role.READ_APPEND), DAY))
-            password_file = root / "peers" / f"{other}.amqp"
-            password_file.write_text("guest")
-            ends = proxies[(name, other)]
-            peers.append(PeerSettings(
-                name=other, amqp_url=f"amqp://guest@127.0.0.1:{ends['amqp'].port}/",
-                amqp_password_file=password_file, bus_prefix=f"{base.bus.prefix}-{other}",
-                http_url=f"http://127.0.0.1:{ends['ingest'].port}",
-                transfer_url=f"http://127.0.0.1:{ends['transfer'].port}", token_file=token_file,
-                manager=manager, landing_dir=tmp / other / "landing",
-                via=(via or {}).get((name, other)),
-            ))
-        settings = base.model_copy(update={
-            "site": name, "schema_prefix": f"{base.site}_{name}",
-            "bus": base.bus.model_copy(update={"prefix": f"{base.bus.prefix}-{name}"}),
-            "http_base_port": ports[name], "auth_secret": secret_of[name], "data_dir": root / "var",
-            "stores": [StoreSettings(name="main", root=root / "store", **dict((stores or {}).get(name, {})))],
-            "peers": peers,
-            "services": {
-                "ingest": {"source_roots": [str(root / "incoming"), str(root / "landing")]},
-                "catalog": {"session_quiet_period_s": 3600.0},
-                "transfer": {"evaluation_interval_s": 0.1, "dispatch_interval_s": 0.1, "backoff_base_s": 0.5,
-                             "backoff_cap_s": 2.0, **dict(transfer or {})},
-            },
-        })
-        sites[name] = SiteUnderTest(name, settings, root / "incoming", root / "landing")
+        peers = [_peer(base, tmp, name, other, proxies[(name, other)], secrets_of[other], manager, via or {})
+                 for other in names if other != name]
+        settings = _site_settings(base, tmp / name, name, ports[name], secrets_of[name], peers,
+                                  dict((stores or {}).get(name, {})), dict(transfer or {}))
+        sites[name] = SiteUnderTest(name, settings, tmp / name / "incoming", tmp / name / "landing")
     try:
         for site in sites.values():
             await set_up_peer_links(site.settings)
         yield Sites(sites, links)
     finally:
         for site in sites.values():
-            with contextlib.suppress(Exception):
-                await site.stop()
+            await site.stop()
         for site in sites.values():
-            with contextlib.suppress(Exception):
-                await remove_peer_links(site.settings)
+            await remove_peer_links(site.settings)
         for link in links.values():
             for proxy in link.proxies:
                 await proxy.close()
+
+
+async def _links(
+    names: Sequence[str], ports: Mapping[str, int]
+) -> tuple[dict[frozenset[str], SiteLink], dict[tuple[str, str], dict[str, Link]]]:
+    """For every ordered pair (a, b): a's way to b's broker, ingest and transfer, each through a proxy of the link."""
+    links: dict[frozenset[str], SiteLink] = {}
+    proxies: dict[tuple[str, str], dict[str, Link]] = {}
+    for a in names:
+        for b in (other for other in names if other != a):
+            link = links.setdefault(frozenset((a, b)), SiteLink(frozenset((a, b))))
+            ends = {"amqp": Link(AMQP_PORT), "ingest": Link(ports[b]), "transfer": Link(ports[b] + 2)}
+            for proxy in ends.values():
+                await proxy.start()
+                link.proxies.append(proxy)
+            proxies[(a, b)] = ends
+    return links, proxies
+
+
+def _peer(
+    base: Settings, tmp: Path, name: str, other: str, ends: Mapping[str, Link], other_secret: str, manager: str,
+    via: Mapping[tuple[str, str], str],
+) -> PeerSettings:
+    """`other` as `name` declares it: through the link, with a token `other`'s secret signed (as its operator would
+    hand one out) and the broker password in a file."""
+    peers = tmp / name / "peers"
+    peers.mkdir(parents=True, exist_ok=True)
+    token_file, password_file = peers / f"{other}.token", peers / f"{other}.amqp"
+    signer = base.model_copy(update={"auth_secret": SecretStr(other_secret)})
+    token_file.write_text(issue_token(site_secret(signer), Principal(f"{name}-peer", Role.READ_APPEND), DAY))
+    password_file.write_text("guest")
+    return PeerSettings(
+        name=other, amqp_url=f"amqp://guest@127.0.0.1:{ends['amqp'].port}/", amqp_password_file=password_file,
+        bus_prefix=f"{base.bus.prefix}-{other}", http_url=f"http://127.0.0.1:{ends['ingest'].port}",
+        transfer_url=f"http://127.0.0.1:{ends['transfer'].port}", token_file=token_file, manager=manager,
+        landing_dir=tmp / other / "landing", via=via.get((name, other)),
+    )
+
+
+def _site_settings(
+    base: Settings, root: Path, name: str, port: int, secret: str, peers: list[PeerSettings],
+    store: dict[str, Any], transfer: dict[str, Any],
+) -> Settings:
+    for directory in ("store", "incoming", "landing", "var"):
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    return base.model_copy(update={
+        "site": name, "schema_prefix": f"{base.site}_{name}",
+        "bus": base.bus.model_copy(update={"prefix": f"{base.bus.prefix}-{name}"}),
+        "http_base_port": port, "auth_secret": SecretStr(secret), "data_dir": root / "var",
+        "stores": [StoreSettings(name="main", root=root / "store", **store)], "peers": peers,
+        "services": {
+            "ingest": {"source_roots": [str(root / "incoming"), str(root / "landing")]},
+            "catalog": {"session_quiet_period_s": 3600.0},
+            "transfer": {"evaluation_interval_s": 0.1, "dispatch_interval_s": 0.1, "backoff_base_s": 0.5,
+                         "backoff_cap_s": 2.0, **transfer},
+        },
+    })

@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import Sequence
 
 import aiohttp
-from shared.client.replicas import ReplicaRefused, push_replica
 
 from services.transfer.managers.base import (
     BatchJournal,
@@ -23,6 +22,7 @@ from services.transfer.managers.base import (
     open_instance,
 )
 from services.transfer.peer_access import ingest_url, peer_token
+from shared.client.replicas import ReplicaRefused, push_replica
 from shared.errors import ObsflowError
 from shared.failures import describe
 from shared.settings import PeerSettings
@@ -45,18 +45,14 @@ class HttpPushManager:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         session = self._session
-        return list(await asyncio.gather(*(self._one(session, base, token, f, progress) for f in files)))
+        return list(await asyncio.gather(*(self._one(session, base, token, f, progress, peer.name) for f in files)))
 
     async def _one(
-        self, session: aiohttp.ClientSession, base: str, token: str, file: FileToSend, progress: Progress
+        self, session: aiohttp.ClientSession, base: str, token: str, file: FileToSend, progress: Progress, peer: str,
     ) -> Outcome:
         try:
-            source = await asyncio.to_thread(open_instance, file)
-        except OSError as e:
-            return Failed(file.name, f"this site's copy at {file.path} cannot be read: {e.strerror or e}")
-        try:
-            with source:
-                result = await push_replica(session, base, token, file.record, source, progress=progress)
+            result = await push_replica(session, base, token, file.record, lambda: open_instance(file),
+                                        progress=progress, peer=peer)
         except ReplicaRefused as e:
             return Failed(file.name, str(e), permanent=not e.retryable)
         except ObsflowError as e:
