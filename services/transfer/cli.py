@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     transfers.add_argument("--state", choices=STATES, help="only transfers in this state")
     transfers.set_defaults(func=_transfers, stuck=False)
     stuck_sub = transfers.add_subparsers(dest="transfers_command", required=False, metavar="SUBCOMMAND")
-    stuck = stuck_sub.add_parser("stuck", help="transfers tried at least once that have not arrived")
+    stuck = stuck_sub.add_parser("stuck", help="transfers failed at least once that have not arrived")
     _listing_options(stuck)
     stuck.set_defaults(func=_transfers, stuck=True, state=None)
 

@@ -95,7 +95,7 @@ def openapi_document() -> dict[str, Any]:
             parameters=_listing_params(with_state=True),
             responses={"200": json_response("a page", ref("TransferList")), **bad_page})},
         "/api/v1/transfers/stuck": {"get": operation(
-            "transfers tried at least once that have not reached their destination", role=Role.READ_ONLY,
+            "transfers failed at least once that have not reached their destination", role=Role.READ_ONLY,
             parameters=_listing_params(with_state=False),
             responses={"200": json_response("a page", ref("StuckList")), **bad_page})},
     }

@@ -102,12 +102,12 @@ async def delete_order(conn: Db, order_id: str) -> dict[str, Any] | None:
 
 async def list_transfers(conn: Db, max_attempts: int, page: Page, *, stuck: bool = False) -> list[dict[str, Any]]:
     """Transfers with their derived `state`, by (file_name, destination), as `page` says; `stuck`: only those
-    tried at least once that are not done."""
+    failed at least once that are not done."""
     rows = await conn.fetch(
         f"SELECT * FROM (SELECT {TRANSFER_COLUMNS}, {TRANSFER_STATE} AS state FROM transfers t"
         " WHERE ($2::text IS NULL OR t.destination = $2)"
         " AND ($3::text IS NULL OR (t.file_name, t.destination) > ($3::text, $4::text))"
-        " AND (NOT $6 OR t.attempts > 0)) AS v"
+        " AND (NOT $6 OR t.last_error IS NOT NULL)) AS v"
         " WHERE ($5::text IS NULL OR v.state = $5) AND (NOT $6 OR v.state <> 'done')"
         " ORDER BY file_name, destination LIMIT $7",
         max_attempts, page.destination, *(page.after or (None, None)), page.state, stuck, page.limit,
@@ -222,7 +222,9 @@ async def request_forward(conn: asyncpg.Connection, file_name: str, destination:
     """A peer asks this site to send a file it holds on to `destination`; True if this is new."""
     inserted = await conn.fetchval(
         "INSERT INTO transfers (file_name, destination, requested_by) VALUES ($1, $2, $3)"
-        " ON CONFLICT (file_name, destination) DO NOTHING RETURNING true", file_name, destination, requested_by,
+        " ON CONFLICT (file_name, destination) DO UPDATE SET"
+        "  requested_by = COALESCE(transfers.requested_by, EXCLUDED.requested_by)"
+        " RETURNING (xmax = 0)", file_name, destination, requested_by,
     )
     return bool(inserted)
 
@@ -232,8 +234,9 @@ async def mark_caught_up(conn: asyncpg.Connection, order_id: str) -> None:
     await conn.execute("UPDATE orders SET caught_up_at = now() WHERE order_id = $1", order_id)
 
 
-async def due_transfers(conn: asyncpg.Connection, *, max_attempts: int, limit: int) -> list[DueTransfer]:
-    """Transfers to try now, by priority then age (a file already at its destination is never due)."""
+async def due_transfers(conn: asyncpg.Connection, site: str, *, max_attempts: int, limit: int) -> list[DueTransfer]:
+    """Transfers to try now, by priority then age: never a file already at its destination, nor one this site holds
+    no verified copy of yet (a via peer's request may come before the copy's instance.created: it waits, uncounted)."""
     rows = await conn.fetch(
         "SELECT t.file_name, t.destination, t.attempts,"
         "  (SELECT o.manager FROM orders o WHERE o.order_id = ANY(t.order_ids) AND o.manager IS NOT NULL"
@@ -244,11 +247,13 @@ async def due_transfers(conn: asyncpg.Connection, *, max_attempts: int, limit: i
         " FROM transfers t"
         " WHERE t.delivered_at IS NULL AND t.forwarded_at IS NULL AND t.next_attempt_at <= now()"
         "  AND t.attempts < $1"
+        "  AND EXISTS (SELECT 1 FROM files f JOIN instances i ON i.file_name = f.name AND i.checksum = f.checksum"
+        "   WHERE f.name = t.file_name AND i.site = $3)"
         "  AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.file_name = t.file_name AND i.site = t.destination)"
         "  AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.file_name = t.file_name"
         "   AND a.destination = t.destination AND a.outcome IS NULL)"
         " ORDER BY t.priority DESC, t.next_attempt_at, t.file_name LIMIT $2",
-        max_attempts, limit,
+        max_attempts, limit, site,
     )
     return [DueTransfer(r["file_name"], r["destination"], r["attempts"], r["manager"], tuple(r["holders"]))
             for r in rows]

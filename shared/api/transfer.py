@@ -70,7 +70,7 @@ class TransferList(ApiModel):
 
 
 class StuckList(TransferList):
-    """Transfers tried at least once that have not reached their destination: the attempts so far, the last
+    """Transfers failed at least once that have not reached their destination: the attempts so far, the last
     error, and when the next attempt is due."""
 
 

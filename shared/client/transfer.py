@@ -71,6 +71,6 @@ class TransferCalls:
 
     async def stuck_transfers(self, *, destination: str | None = None, limit: int = 100,
                               after: str | None = None) -> StuckList:
-        """A page of the transfers tried at least once that have not reached their destination."""
+        """A page of the transfers failed at least once that have not reached their destination."""
         return await self._transport.call("transfer", "GET", "/transfers/stuck", StuckList,
                                           params=_listing(destination, limit, after))

@@ -109,27 +109,29 @@ async def test_states_are_derived_from_the_facts(transfer_pool: asyncpg.Pool) ->
 async def test_stuck_lists_what_was_tried_and_has_not_arrived(transfer_pool: asyncpg.Pool) -> None:
     async with transfer_pool.acquire() as conn:
         await _facts(conn)
-        await repository.open_batch(conn, "batch-f-now", PEER, "http", [("f.retrying", PEER)])  # retried now
+        await repository.start_batch(conn, "batch-f-now", PEER, "http", [("f.retrying", PEER)])  # retried now
     stuck = await repository.list_transfers(transfer_pool, MAX_ATTEMPTS, Page(), stuck=True)
+    # An attempt counts from its start: a batch that never ends (the process dies in it) still uses one up.
     assert [(r["file_name"], r["state"], r["attempts"]) for r in stuck] == [
-        ("e.failed", "failed", MAX_ATTEMPTS), ("f.retrying", "in_flight", MAX_ATTEMPTS - 1)]
+        ("e.failed", "failed", MAX_ATTEMPTS), ("f.retrying", "in_flight", MAX_ATTEMPTS)]
     assert stuck[1]["last_error"] == f"timed out ({MAX_ATTEMPTS - 1})"
     assert await repository.list_transfers(transfer_pool, MAX_ATTEMPTS, Page(destination="penn"), stuck=True) == []
 
 
 async def test_an_order_joins_a_transfer_once_and_raises_its_priority(transfer_pool: asyncpg.Pool) -> None:
-    for order_id, priority in (("order-1", 1), ("order-2", 9), ("order-1", 3), (None, 0)):
-        await repository.want_transfer(transfer_pool, "x", PEER, order_id=order_id, priority=priority)
-    await repository.want_transfer(transfer_pool, "x", PEER, requested_by="penn")
+    async with transfer_pool.acquire() as conn:
+        for order_id, priority in (("order-1", 1), ("order-2", 9), ("order-1", 3)):
+            await repository.want_transfers(conn, [("x", PEER, order_id, priority)])
+        assert not await repository.request_forward(conn, "x", PEER, "penn")  # wanted already: not new
     (row,) = await repository.list_transfers(transfer_pool, MAX_ATTEMPTS, Page())
     assert (row["order_ids"], row["priority"], row["requested_by"]) == (["order-1", "order-2"], 9, "penn")
 
 
 async def test_pages_follow_the_cursor(transfer_pool: asyncpg.Pool) -> None:
     names = [f"f.{i:03d}" for i in range(7)]
-    for name in reversed(names):
-        for destination in ("nrao", "penn"):
-            await repository.want_transfer(transfer_pool, name, destination, order_id="order-1")
+    async with transfer_pool.acquire() as conn:
+        await repository.want_transfers(conn, [(name, destination, "order-1", 0) for name in reversed(names)
+                                               for destination in ("nrao", "penn")])
     seen: list[tuple[str, str]] = []
     after = None
     while True:

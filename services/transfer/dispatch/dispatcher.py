@@ -119,7 +119,7 @@ class TransferDispatcher:
     async def tick(self) -> None:
         """One pass: every due transfer to its next hop; a batch started on every lane that has room."""
         async with self.pool.acquire() as conn:
-            due = await repository.due_transfers(conn, max_attempts=self.options.max_attempts,
+            due = await repository.due_transfers(conn, self.site, max_attempts=self.options.max_attempts,
                                                  limit=self.options.dispatch_window)
         by_lane: dict[str, list[DueTransfer]] = {}
         for transfer in due:
