@@ -10,7 +10,16 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -198,7 +207,8 @@ class Settings(BaseSettings):
         names = [peer.name for peer in self.peers]
         for peer in self.peers:
             if peer.name == self.site or names.count(peer.name) > 1:
-                raise ValueError(f"peer {peer.name!r} is this site or declared twice: each [[peers]] names another site")
+                raise ValueError(
+                    f"peer {peer.name!r} is this site or declared twice: each [[peers]] names another site")
             if peer.via is not None and (peer.via == peer.name or peer.via not in names):
                 raise ValueError(f"peer {peer.name!r} goes via {peer.via!r}, which is not another declared peer")
         return self

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 async def _setup(args: argparse.Namespace) -> int:
     from shared.credentials import credentials_dir, own_credentials
     from shared.provision.broker import BrokerApi
-    from shared.provision.site import setup_site
+    from shared.provision.site import setup_site, shovels_file
     from shared.settings import load_settings
 
     settings = load_settings(args.config)
@@ -52,9 +52,16 @@ async def _setup(args: argparse.Namespace) -> int:
                               broker_api=broker_api)
     print(f"database roles: {', '.join(report.roles)}")
     print(f"broker users: {', '.join(report.broker_users)}")
+    if report.shovels:
+        print(f"links to peers (shovels): {', '.join(report.shovels)}")
+    if report.removed_shovels:
+        print(f"removed the links to peers no longer declared: {', '.join(report.removed_shovels)}")
     if report.definitions_file is not None:
         print(f"broker definitions written to {report.definitions_file}: load them on the broker "
               "(rabbitmqctl import_definitions FILE) before starting the services")
+        if report.shovels:
+            print(f"then load {shovels_file(report.definitions_file)} the same way (the peer links' shovels; it "
+                  "holds the peers' passwords), and clear the shovels of peers no longer declared")
     print(f"passwords: {credentials_dir(settings)} (mode 0600; keep them there, never in the configuration)")
     return 0
 
