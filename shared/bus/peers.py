@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from aio_pika.abc import AbstractChannel
 from yarl import URL
 
 from shared.bus.topology import QueueSpec
@@ -133,6 +134,14 @@ class PeerLink:
             "ack-mode": "on-confirm", "reconnect-delay": self.reconnect_delay_s, "src-delete-after": "never",
             "dest-publish-properties": {"user_id": self.dest_user},
         }
+
+    async def declare_queue(self, channel: AbstractChannel) -> None:
+        """Declare the outbound queue and its bindings over AMQP (needs the configure permission: tests, a broker
+        set up by hand; `obsflow setup` loads it with the site's definitions)."""
+        spec = self.queue_spec()
+        queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+        for exchange, key in spec.bindings:
+            await queue.bind(exchange, routing_key=key)
 
     def described(self) -> str:
         """The link for people and logs, without its password."""

@@ -98,6 +98,12 @@ async def shovel_states(vhost: str) -> dict[str, str]:
     return {s["name"]: s["state"] for s in json.loads(out or "[]") if s.get("vhost") == vhost}
 
 
+async def queue_messages(vhost: str, name: str) -> int | None:
+    """How many messages a queue on the local broker holds, ready or delivered and unacknowledged (None: none)."""
+    out = await _rabbitmqctl("list_queues", "-p", vhost, "name", "messages", "--formatter", "json")
+    return next((int(q["messages"]) for q in json.loads(out or "[]") if q["name"] == name), None)
+
+
 async def apply_links(links: Sequence[PeerLink], vhost: str, prefix: str) -> LinksReport:
     """Set the links' shovels and remove this site's stale ones and their queues, with rabbitmqctl (idempotent)."""
     await set_shovels(links)
