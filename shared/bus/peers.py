@@ -164,7 +164,8 @@ def peer_links(settings: Settings, passwords: Mapping[str, str]) -> list[PeerLin
 
 
 def read_peer_passwords(settings: Settings) -> dict[str, str]:
-    """The password of each declared peer with a broker URL, read from its `amqp_password_file`."""
+    """The password of each declared peer with a broker URL, read from its `amqp_password_file`; a peer whose file
+    does not exist yet (its operator has not handed the password over) is left out: its link waits."""
     passwords = {}
     for peer in settings.peers:
         if peer.amqp_url is None:
@@ -174,6 +175,8 @@ def read_peer_passwords(settings: Settings) -> dict[str, str]:
                                      f"the peer's operator gave you for {settings.site}-peer in a file and name it")
         try:
             password = peer.amqp_password_file.read_text().strip()
+        except FileNotFoundError:
+            continue
         except OSError as e:
             raise ConfigurationError(f"cannot read peer {peer.name!r}'s amqp_password_file "
                                      f"{peer.amqp_password_file}: {e.strerror}") from e
@@ -182,3 +185,14 @@ def read_peer_passwords(settings: Settings) -> dict[str, str]:
                                      f"{settings.site}-peer at {peer.name!r} there")
         passwords[peer.name] = password
     return passwords
+
+
+def waiting_peers(settings: Settings, passwords: Mapping[str, str]) -> list[PeerSettings]:
+    """The peers with a broker URL whose password has not been handed over yet (their events queue up here)."""
+    return [p for p in settings.peers if p.amqp_url is not None and p.name not in passwords]
+
+
+def outbound_queue(settings: Settings, peer: str) -> QueueSpec:
+    """The outbound queue for `peer`, whether or not its shovel can be set yet."""
+    vhost = URL(settings.amqp_url).path[1:] or "/"
+    return PeerLink(settings.site, settings.bus.prefix, vhost, peer, "", "").queue_spec()

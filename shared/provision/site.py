@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from shared.bus.peers import peer_links, read_peer_passwords
+from shared.bus.peers import outbound_queue, peer_links, read_peer_passwords, waiting_peers
 from shared.bus.topology import Topology, WorkQueue
 from shared.credentials import database_role, database_url, ensure_password
 from shared.db import apply_migrations, create_pool
@@ -39,6 +39,7 @@ class SetupReport:
     definitions_file: Path | None
     shovels: tuple[str, ...] = ()
     removed_shovels: tuple[str, ...] = ()
+    waiting_peers: tuple[str, ...] = ()  # declared with a broker URL, but no password handed over yet
 
 
 def site_work_queues() -> tuple[WorkQueue, ...]:
@@ -58,8 +59,11 @@ async def setup_site(
               *peer_grants(settings.bus.prefix, [p.name for p in settings.peers])]
     passwords = {g.principal: ensure_password(settings, g.principal, "amqp") for g in grants}
     topology = Topology.from_settings(settings.bus, site_work_queues())
-    links = peer_links(settings, read_peer_passwords(settings))
-    definitions = broker_definitions(settings, topology, grants, passwords, [link.queue_spec() for link in links])
+    peer_passwords = read_peer_passwords(settings)
+    links = peer_links(settings, peer_passwords)
+    waiting = tuple(p.name for p in waiting_peers(settings, peer_passwords))
+    outbound = [outbound_queue(settings, p.name) for p in settings.peers if p.amqp_url is not None]
+    definitions = broker_definitions(settings, topology, grants, passwords, outbound)
     vhost, prefix = vhost_of(settings.amqp_url), settings.bus.prefix
     shovels = tuple(link.shovel for link in links)
     removed: tuple[str, ...] = ()
@@ -75,9 +79,10 @@ async def setup_site(
         removed = (await apply_links(links, vhost, prefix)).removed
     users = tuple(u["name"] for u in definitions["users"])
     log.info("site_set_up", roles=list(DATABASE_PRINCIPALS), broker_users=list(users),
-             peer_links=[link.described() for link in links], removed_shovels=list(removed))
+             peer_links=[link.described() for link in links], removed_shovels=list(removed),
+             links_waiting_for_a_password=list(waiting))
     return SetupReport(tuple(database_role(settings, p) for p in DATABASE_PRINCIPALS), users, definitions_file,
-                       shovels, removed)
+                       shovels, removed, waiting)
 
 
 def shovels_file(definitions_file: Path) -> Path:

@@ -11,11 +11,13 @@ import pytest
 
 from shared.bus.peers import (
     FORWARDED_TYPES,
+    outbound_queue,
     peer_link,
     peer_links,
     read_peer_passwords,
     redact_uri,
     shovel_uri,
+    waiting_peers,
 )
 from shared.bus.publishers import publisher_refusal
 from shared.errors import ConfigurationError
@@ -72,12 +74,20 @@ def test_a_sites_vhost_and_the_peers_are_kept_in_the_uris(tmp_path: Path) -> Non
     assert shovel_uri("amqp://u@h") == "amqp://u@h/%2F?heartbeat=10"
 
 
-def test_a_peer_without_its_password_file_is_refused_saying_what_to_do(tmp_path: Path) -> None:
+def test_a_peer_without_its_password_waits_and_an_unusable_password_file_is_refused(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     settings.peers[0].amqp_password_file = None
     with pytest.raises(ConfigurationError, match="amqp_password_file"):
         read_peer_passwords(settings)
-    settings.peers[0].amqp_password_file = tmp_path / "missing"
+    settings.peers[0].amqp_password_file = tmp_path / "not-handed-over-yet"
+    assert read_peer_passwords(settings) == {}
+    assert [p.name for p in waiting_peers(settings, {})] == ["nrao"]  # ska has no broker link: it waits for nothing
+    assert outbound_queue(settings, "nrao").name == "kbus.to.nrao"  # its events queue up meanwhile
+    (tmp_path / "empty").write_text("\n")
+    settings.peers[0].amqp_password_file = tmp_path / "empty"
+    with pytest.raises(ConfigurationError, match="is empty"):
+        read_peer_passwords(settings)
+    settings.peers[0].amqp_password_file = tmp_path
     with pytest.raises(ConfigurationError, match="cannot read peer 'nrao'"):
         read_peer_passwords(settings)
 
