@@ -159,8 +159,9 @@ def peer_link(settings: Settings, peer: PeerSettings, password: str) -> PeerLink
 
 
 def peer_links(settings: Settings, passwords: Mapping[str, str]) -> list[PeerLink]:
-    """Every declared peer's link with broker details, given each one's password by peer name (pure)."""
-    return [peer_link(settings, p, passwords[p.name]) for p in settings.peers if p.amqp_url is not None]
+    """The link of every declared peer with a broker URL whose password is in `passwords` (by peer name; pure)."""
+    return [peer_link(settings, p, passwords[p.name]) for p in settings.peers
+            if p.amqp_url is not None and p.name in passwords]
 
 
 def read_peer_passwords(settings: Settings) -> dict[str, str]:
