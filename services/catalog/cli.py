@@ -55,13 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     provenance.add_argument("name")
     provenance.add_argument("--json", action="store_true", help="print the provenance as one JSON document")
     provenance.set_defaults(func=_provenance)
-    conflicts = sub.add_parser(
-        "conflicts", help=help_of("conflicts"),
-        description="Names minted by two sites with different contents: the file this site's catalog kept (the "
-        "first mint it heard of) and the other site's. Newest first.")
-    conflicts.add_argument("--limit", type=int, default=100, help="at most this many (1-10000)")
-    conflicts.add_argument("--json", action="store_true", help="print the conflicts as one JSON document")
-    conflicts.set_defaults(func=_conflicts)
     sessions = sub.add_parser("sessions", help=help_of("sessions"), description=help_of("sessions"))
     ses_sub = sessions.add_subparsers(dest="sessions_command", required=True, metavar="SUBCOMMAND")
     listing = ses_sub.add_parser("list", help="the latest sessions, newest first")
@@ -75,6 +68,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         cmd.add_argument("session_id")
         cmd.add_argument("--json", action="store_true", help="print the answer as one JSON document")
         cmd.set_defaults(func=func)
+    conflicts = sub.add_parser(
+        "conflicts", help=help_of("conflicts"),
+        description="Names minted by two sites with different contents: the file this site's catalog kept (the "
+        "first mint it heard of) and the other site's. Newest first.")
+    conflicts.add_argument("--limit", type=int, default=100, help="at most this many (1-10000)")
+    conflicts.add_argument("--json", action="store_true", help="print the conflicts as one JSON document")
+    conflicts.set_defaults(func=_conflicts)
 
 
 def build_query(
