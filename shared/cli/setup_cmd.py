@@ -60,6 +60,9 @@ async def _setup(args: argparse.Namespace) -> int:
               "and run `obsflow setup` again")
     if report.removed_shovels:
         print(f"removed the links to peers no longer declared: {', '.join(report.removed_shovels)}")
+    if report.revoked_peer_users:
+        print("revoked the rights here of the links of peers no longer declared: "
+              f"{', '.join(report.revoked_peer_users)}")
     if report.definitions_file is not None:
         print(f"broker definitions written to {report.definitions_file}: load them on the broker "
               "(rabbitmqctl import_definitions FILE) before starting the services")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from shared.bus.peers import PeerLink
+from shared.bus.peers import PeerLink, peer_of_user, peer_user, redact_uri
 from shared.errors import ConfigurationError
 from shared.provision.broker import BrokerApi, import_definitions, post_definitions
 
@@ -34,6 +35,7 @@ class LinksReport:
 
     shovels: tuple[str, ...]
     removed: tuple[str, ...]
+    revoked: tuple[str, ...] = ()  # inbound users of peers no longer declared, without rights here now
 
 
 def shovel_parameters(links: Sequence[PeerLink]) -> dict[str, Any]:
@@ -70,7 +72,10 @@ async def _rabbitmqctl(*args: str) -> str:
 async def set_shovels(links: Sequence[PeerLink]) -> None:
     """Set (or update) the links' shovels on the local broker with rabbitmqctl."""
     if links:
-        await import_definitions(shovel_parameters(links))
+        try:
+            await import_definitions(shovel_parameters(links))
+        except ConfigurationError as e:  # the broker may quote the definitions it refused: passwords included
+            raise ConfigurationError(redact_uri(str(e))) from None
 
 
 async def list_shovels(vhost: str) -> list[str]:
@@ -104,21 +109,45 @@ async def queue_messages(vhost: str, name: str) -> int | None:
     return next((int(q["messages"]) for q in json.loads(out or "[]") if q["name"] == name), None)
 
 
-async def apply_links(links: Sequence[PeerLink], vhost: str, prefix: str) -> LinksReport:
-    """Set the links' shovels and remove this site's stale ones and their queues, with rabbitmqctl (idempotent)."""
+async def revoke_stale_peer_users(vhost: str, prefix: str, declared: Sequence[str]) -> list[str]:
+    """Take from every `<x>-peer` user whose site is no longer a declared peer its rights on this site's events
+    exchange (the user itself stays: another site on the broker may have a link from the same peer)."""
+    events = f"{prefix}.events"
+    keep = {peer_user(p) for p in declared}
+    topics = json.loads(await _rabbitmqctl("list_topic_permissions", "-p", vhost, "--formatter", "json") or "[]")
+    stale = sorted({t["user"] for t in topics if t["exchange"] == events and peer_of_user(t["user"])
+                    and t["user"] not in keep})
+    for user in stale:
+        await _rabbitmqctl("clear_topic_permissions", "-p", vhost, user, events)
+        rights = json.loads(await _rabbitmqctl("list_user_permissions", user, "--formatter", "json") or "[]")
+        if any(r["vhost"] == vhost and r["write"] == f"^{re.escape(events)}$" for r in rights):
+            await _rabbitmqctl("clear_permissions", "-p", vhost, user)
+        log.info("peer_user_revoked", user=user, exchange=events)
+    return stale
+
+
+async def apply_links(
+    links: Sequence[PeerLink], vhost: str, prefix: str, declared: Sequence[str] = ()
+) -> LinksReport:
+    """Set the links' shovels, remove this site's stale ones and their queues, and revoke the inbound users of
+    peers no longer `declared`, with rabbitmqctl (idempotent)."""
     await set_shovels(links)
     removed = stale_shovels(await list_shovels(vhost), prefix, links)
     for name in removed:
         await clear_shovel(vhost, name)
         await delete_queue(vhost, queue_of_shovel(prefix, name))
         log.info("peer_link_removed", shovel=name)
-    return LinksReport(tuple(link.shovel for link in links), tuple(removed))
+    revoked = await revoke_stale_peer_users(vhost, prefix, declared)
+    return LinksReport(tuple(link.shovel for link in links), tuple(removed), tuple(revoked))
 
 
 async def apply_links_through_api(api: BrokerApi, links: Sequence[PeerLink], vhost: str, prefix: str) -> LinksReport:
     """The same through the broker's management API."""
     if links:
-        await post_definitions(api, shovel_parameters(links))
+        try:
+            await post_definitions(api, shovel_parameters(links))
+        except ConfigurationError as e:
+            raise ConfigurationError(redact_uri(str(e))) from None
     base = URL(api.url) / "api"
     encoded = quote(vhost, safe="")
     basic = base64.b64encode(f"{api.user}:{api.password}".encode()).decode()

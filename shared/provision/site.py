@@ -40,6 +40,7 @@ class SetupReport:
     shovels: tuple[str, ...] = ()
     removed_shovels: tuple[str, ...] = ()
     waiting_peers: tuple[str, ...] = ()  # declared with a broker URL, but no password handed over yet
+    revoked_peer_users: tuple[str, ...] = ()  # inbound users of peers no longer declared (rabbitmqctl only)
 
 
 def site_work_queues() -> tuple[WorkQueue, ...]:
@@ -67,6 +68,7 @@ async def setup_site(
     vhost, prefix = vhost_of(settings.amqp_url), settings.bus.prefix
     shovels = tuple(link.shovel for link in links)
     removed: tuple[str, ...] = ()
+    revoked: tuple[str, ...] = ()
     if definitions_file is not None:
         _write_secret(definitions_file, definitions)
         if links:  # loaded after the first: a shovel started before its queue exists would declare it classic
@@ -76,13 +78,14 @@ async def setup_site(
         removed = (await apply_links_through_api(broker_api, links, vhost, prefix)).removed
     else:
         await import_definitions(definitions)
-        removed = (await apply_links(links, vhost, prefix)).removed
+        applied = await apply_links(links, vhost, prefix, [p.name for p in settings.peers])
+        removed, revoked = applied.removed, applied.revoked
     users = tuple(u["name"] for u in definitions["users"])
     log.info("site_set_up", roles=list(DATABASE_PRINCIPALS), broker_users=list(users),
              peer_links=[link.described() for link in links], removed_shovels=list(removed),
-             links_waiting_for_a_password=list(waiting))
+             links_waiting_for_a_password=list(waiting), peer_users_revoked=list(revoked))
     return SetupReport(tuple(database_role(settings, p) for p in DATABASE_PRINCIPALS), users, definitions_file,
-                       shovels, removed, waiting)
+                       shovels, removed, waiting, revoked)
 
 
 def shovels_file(definitions_file: Path) -> Path:

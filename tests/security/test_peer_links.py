@@ -180,6 +180,10 @@ async def test_peers_set_up_by_obsflow_setup_exchange_their_events_as_least_priv
     # a no longer declares b: its set-up removes its own shovel and queue, and nothing of b's.
     again = await setup_site(a.model_copy(update={"peers": []}), admin_database_url=admin_db)
     assert again.removed_shovels == (f"{a.bus.prefix}-to-{b.site}",)
+    assert again.revoked_peer_users == (peer_user(b.site),)  # b's link may no longer write here
+    topics = _rabbitmqctl("list_user_topic_permissions", peer_user(b.site))
+    assert f"{a.bus.prefix}.events" not in topics
+    assert f"{a.bus.prefix}" not in _rabbitmqctl("list_user_permissions", peer_user(b.site))
     shovels = await list_shovels(VHOST)
     assert f"{a.bus.prefix}-to-{b.site}" not in shovels and f"{b.bus.prefix}-to-{a.site}" in shovels
     assert await queue_messages(VHOST, f"{a.bus.prefix}.to.{b.site}") is None
