@@ -185,7 +185,10 @@ async def _first_crossing(channel: aio_pika.abc.AbstractChannel, karoo: Settings
 async def _cut_and_restore(channel: aio_pika.abc.AbstractChannel, proxy: Link, mode: CutMode, karoo: Settings,
                            to_nrao: PeerLink, n_catalog: ServiceRunner, before: int) -> int:
     """Cut the link, publish 200 at karoo, see them wait, restore, see each arrive once; the new total."""
+    assert proxy.open_connections >= 1  # the shovel's connection to nrao
     proxy.cut(mode)
+    # A reset drops the shovel's connection at once; a blackhole keeps it open, silent, until heartbeats give up.
+    assert (proxy.open_connections == 0) if mode == "reset" else (proxy.open_connections >= 1)
     events = batch("karoo", 200, NIGHT_1 + 10 + before)
     await _publish(channel, karoo, events)
 
