@@ -46,7 +46,7 @@ def _owned_tempdir(prefix: str, user: str) -> Path:
 
 class PrivateRabbitMQ:
     """A RabbitMQ node with its own config, node name, ports, data and log directories, and no plugins (but the
-    management API on a port of its own when asked: `management_url`)."""
+    management API on a port of its own, and the shovel plugin, when asked: `management_url`)."""
 
     def __init__(self, *, management: bool = False) -> None:
         _need_root("RabbitMQ")
@@ -54,8 +54,9 @@ class PrivateRabbitMQ:
             pytest.fail("RabbitMQ is not installed here (run `make services`)")
         self.node = f"obsflow-test-{uuid.uuid4().hex[:10]}@localhost"
         self.directory = _owned_tempdir("obsflow-rabbitmq-", "rabbitmq")
-        # No plugin by default: the main node's plugins hold their ports.
-        plugins = "[rabbitmq_management]." if management else "[]."
+        # No plugin by default: the main node's plugins hold their ports. The shovel plugin listens on nothing; it comes
+        # with the management API, which Kubernetes sites set shovels up through.
+        plugins = "[rabbitmq_management,rabbitmq_shovel]." if management else "[]."
         (self.directory / "enabled_plugins").write_text(plugins + "\n")
         shutil.chown(self.directory / "enabled_plugins", "rabbitmq", "rabbitmq")
         self._management = management

@@ -1,5 +1,5 @@
-"""`obsflow search`, `obsflow locate`, `obsflow provenance`, `obsflow sessions list|show|close`: the catalog from
-the command line, through the Python client."""
+"""`obsflow search`, `obsflow locate`, `obsflow provenance`, `obsflow sessions list|show|close`, `obsflow conflicts`:
+the catalog from the command line, through the Python client."""
 
 from __future__ import annotations
 
@@ -68,6 +68,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         cmd.add_argument("session_id")
         cmd.add_argument("--json", action="store_true", help="print the answer as one JSON document")
         cmd.set_defaults(func=func)
+    conflicts = sub.add_parser(
+        "conflicts", help=help_of("conflicts"),
+        description="Names minted by two sites with different contents: the file this site's catalog kept (the "
+        "first mint it heard of) and the other site's. Newest first.")
+    conflicts.add_argument("--limit", type=int, default=100, help="at most this many (1-10000)")
+    conflicts.add_argument("--json", action="store_true", help="print the conflicts as one JSON document")
+    conflicts.set_defaults(func=_conflicts)
 
 
 def build_query(
@@ -229,4 +236,23 @@ async def _sessions_close(args: argparse.Namespace) -> int:
     else:
         out.line(f"session {answer.session_id} closed at {answer.closed_at.isoformat(timespec='seconds')} "
                  f"({answer.files} files); its session.closed event is on its way")
+    return 0
+
+
+CONFLICT_COLUMNS = ("name", "kept_site", "kept_checksum", "kept_size", "other_site", "other_checksum", "other_size",
+                    "seen_at")
+
+
+async def _conflicts(args: argparse.Namespace) -> int:
+    from shared.cli.connect import client_for
+    from shared.cli.output import Output
+
+    async with client_for(args) as client:
+        conflicts = await client.conflicts(args.limit)
+    out = Output()
+    if args.json:
+        out.json({"results": conflicts})
+    else:
+        out.table([tuple(getattr(c, column) for column in CONFLICT_COLUMNS) for c in conflicts], CONFLICT_COLUMNS,
+                  numeric=("kept_size", "other_size"), empty="no conflicting mints: every name has one content")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.catalog.conflicts import MAX_CONFLICTS
 from services.catalog.reads import MAX_RECENT
 from services.catalog.search import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, search_targets
 from shared.api.base import component_schemas
@@ -43,7 +44,8 @@ def _count(name: str, description: str) -> dict[str, Any]:
 
 
 def openapi_document() -> dict[str, Any]:
-    """The catalog's document: files, instances, observations, sessions, search (read-only) and closing (admin)."""
+    """The catalog's document: files, instances, observations, sessions, search, conflicts (read-only) and closing
+    (admin)."""
     bad_query = {"400": error_response("a query parameter is out of range; the message says which")}
     unknown = {"404": error_response("no file, observation or session of that name at this site")}
     status = query_param("status", "only open or only closed sessions", {"enum": ["open", "closed"]})
@@ -70,6 +72,12 @@ def openapi_document() -> dict[str, Any]:
             responses={"200": json_response("closed", ref("SessionClosure")), **unknown,
                        "409": error_response("already closed (already_closed), or it received an observation "
                                              "meanwhile (busy): try again")})},
+        "/api/v1/conflicts": _read(
+            "names minted by two sites with different contents: the file kept here and the other",
+            json_response("newest first", ref("ConflictList")),
+            query_param("limit", "how many (default 100)", {"type": "integer", "minimum": 1,
+                                                            "maximum": MAX_CONFLICTS}),
+            refusals=bad_query),
         "/api/v1/search": {"post": operation(
             "one page of a search of files, observations or sessions", role=Role.READ_ONLY,
             body=json_body(ref("SearchRequest")),

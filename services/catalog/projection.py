@@ -2,16 +2,21 @@
 
 Every handler is idempotent (replaying an event changes nothing) and order-tolerant: there are no foreign keys,
 an instance may arrive before its file, and an instance.deleted before its instance.created leaves a tombstone.
+
+Files of every site are catalogued, but only this site's observations are grouped into sessions here: a peer's
+catalog groups (and closes) its own, and a session closed here starts this site's nightly pipeline. A second
+file.minted of a known name with other contents is a conflict (conflicts.py), never dropped in silence.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TypeVar
 
 import asyncpg
 
+from services.catalog.conflicts import record_conflict
 from services.catalog.session_projection import apply_session_closed, record_observation
 from services.catalog.sessions import SessionPolicy
 from shared.bus.stream_consumer import StreamHandler
@@ -24,11 +29,16 @@ P = TypeVar("P")
 RESET_PROJECTION = [f"TRUNCATE {', '.join(PROJECTION_TABLES)}"]
 
 
-def projection_handlers(policy: SessionPolicy, site: str, producer: str) -> Mapping[str, StreamHandler]:
-    """The stream handlers by event type; `site`/`producer` identify this catalog's own session.closed events."""
+def projection_handlers(
+    policy: SessionPolicy, site: str, producer: str, peers: Collection[str] = ()
+) -> Mapping[str, StreamHandler]:
+    """The stream handlers by event type; `site`/`producer` identify this catalog's own session.closed events and
+    the events it emits; `peers` are the sites whose catalogs group their own observations."""
 
     async def on_file_minted(conn: asyncpg.Connection, event: Event) -> None:
-        await project_file_minted(conn, event, policy)
+        if await project_file_minted(conn, event, policy, group=event.site not in peers):
+            return
+        await record_conflict(conn, event, site, producer)
 
     async def on_session_closed(conn: asyncpg.Connection, event: Event) -> None:
         if event.site == site and event.producer == producer:  # other sites' catalogs group on their own
@@ -43,8 +53,11 @@ def projection_handlers(policy: SessionPolicy, site: str, producer: str) -> Mapp
     }
 
 
-async def project_file_minted(conn: asyncpg.Connection, event: Event, policy: SessionPolicy) -> None:
-    """Record the file (once); a new file with an observation records and groups that observation."""
+async def project_file_minted(
+    conn: asyncpg.Connection, event: Event, policy: SessionPolicy, *, group: bool = True
+) -> bool:
+    """Record the file (once); a new file with an observation records and groups that observation (with `group`).
+    False when the name was known already."""
     p = _payload(event, FileMinted)
     inserted = await conn.fetchval(
         "INSERT INTO files (name, size, checksum, file_type, observation_id, start_jd, duration_s, origin_site,"
@@ -53,8 +66,9 @@ async def project_file_minted(conn: asyncpg.Connection, event: Event, policy: Se
         p.name, p.size, p.checksum, p.file_type, p.observation_id, p.start_jd, p.duration_s, p.origin_site,
         p.uploader, p.created_at, None if p.produced_by is None else json.dumps(p.produced_by),
     )
-    if inserted and p.observation_id is not None and p.start_jd is not None:
+    if inserted and group and p.observation_id is not None and p.start_jd is not None:
         await record_observation(conn, policy, p.observation_id, p.start_jd, p.duration_s, event.occurred_at)
+    return bool(inserted)
 
 
 async def project_instance_created(conn: asyncpg.Connection, event: Event) -> None:

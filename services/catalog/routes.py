@@ -5,10 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.catalog import reads
+from services.catalog.conflicts import MAX_CONFLICTS, list_conflicts
 from services.catalog.options import CatalogOptions
 from services.catalog.search import SearchError
 from services.catalog.session_closing import SessionAlreadyClosed, UnknownSession, close_session
-from shared.api.catalog import FileInstances, FileList, SessionClosure, SessionList
+from shared.api.catalog import Conflict, ConflictList, FileInstances, FileList, SessionClosure, SessionList
 from shared.events.types import SessionClosed
 from shared.http.answers import model_response
 from shared.http.auth import Role, requires
@@ -31,6 +32,7 @@ ROUTE_TABLE: tuple[tuple[str, str, str, Role], ...] = (
     ("GET", "/sessions/{session_id}", "session", Role.READ_ONLY),
     ("POST", "/sessions/{session_id}/close", "close_session", Role.ADMIN),
     ("POST", "/search", "search", Role.READ_ONLY),
+    ("GET", "/conflicts", "conflicts", Role.READ_ONLY),
 )
 
 
@@ -108,6 +110,16 @@ class CatalogApi:
             session_id=session_id, closed_at=event.occurred_at, event_id=str(event.event_id),
             files=len(payload.file_names) if isinstance(payload, SessionClosed) else 0,
         ))
+
+    async def conflicts(self, request: web.Request) -> web.Response:
+        """GET /conflicts?limit=N: names minted by two sites with different contents, newest first."""
+        limit = _int_param(request, "limit", 100, MAX_CONFLICTS)
+        if isinstance(limit, web.Response):
+            return limit
+        rows = await list_conflicts(self._pool, limit)
+        results = [Conflict(**{**dict(r), "other_event_id": str(r["other_event_id"]), "event_id": str(r["event_id"])})
+                   for r in rows]
+        return model_response(ConflictList(results=results))
 
     async def search(self, request: web.Request) -> web.Response:
         """POST /search {target, query, limit, cursor|offset}."""

@@ -14,7 +14,8 @@ from shared.service import ServiceContext, ServiceParts, ServiceSpec
 async def build(ctx: ServiceContext) -> ServiceParts:
     """The projection's stream consumer, the idle-session sweeper and the HTTP API with its OpenAPI document."""
     options = catalog_options(ctx.settings.service_options("catalog"))
-    projection = ctx.stream_consumer(dict(projection_handlers(options.policy, ctx.settings.site, ctx.name)))
+    peers = [peer.name for peer in ctx.settings.peers]
+    projection = ctx.stream_consumer(dict(projection_handlers(options.policy, ctx.settings.site, ctx.name, peers)))
     return ServiceParts(
         stream_consumers=[projection],
         routes=[*catalog_routes(ctx, options), *openapi_routes(openapi_document())],

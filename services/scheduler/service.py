@@ -31,7 +31,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
         await dispatcher.run(stop)
 
     return ServiceParts(
-        stream_consumers=[ctx.stream_consumer(RunTriggers(options).handlers())],
+        stream_consumers=[ctx.stream_consumer(RunTriggers(options, site=ctx.settings.site).handlers())],
         routes=[*scheduler_routes(ctx, options, dispatcher), *openapi_routes(openapi_document())],
         background=[dispatch],
         # Runs are not a projection of the log: replay empties nothing and, thanks to the unique

@@ -105,6 +105,27 @@ class SessionClosure(ApiModel):
     files: int = Field(description="how many files the session.closed event names")
 
 
+class Conflict(ApiModel):
+    """One name minted by two sites with different contents: the file this catalog kept and the other."""
+
+    name: str
+    kept_site: str = Field(description="the site of the file this catalog kept (the first mint it read)")
+    kept_checksum: str
+    kept_size: int
+    other_site: str
+    other_checksum: str
+    other_size: int
+    other_event_id: str = Field(description="the event id of the other site's file.minted")
+    event_id: str = Field(description="the file.conflicted event this catalog emitted")
+    seen_at: datetime
+
+
+class ConflictList(ApiModel):
+    """Conflicting mints, newest first."""
+
+    results: list[Conflict]
+
+
 Row = TypeVar("Row", CatalogFile, ObservationSummary, SessionSummary)
 
 
@@ -127,5 +148,5 @@ SEARCH_PAGES: dict[str, type[SearchPage[Any]]] = {
 
 CATALOG_MODELS: tuple[type[ApiModel], ...] = (
     CatalogFile, FileList, Instance, FileInstances, Observation, ObservationSummary, Session, SessionSummary,
-    SessionList, SessionClosure, AnySearchPage,
+    SessionList, SessionClosure, AnySearchPage, Conflict, ConflictList,
 )

@@ -29,6 +29,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("locate", "services.catalog.cli", "every copy of a file, at this site and the others"),
     Command("provenance", "services.catalog.cli", "what produced a file, and what was produced from it"),
     Command("sessions", "services.catalog.cli", "observing sessions: list, show, close"),
+    Command("conflicts", "services.catalog.cli", "names minted by two sites with different contents"),
     Command("workflow", "services.scheduler.cli", "plan, register and run hera_opm workflows; follow their runs"),
     Command("orders", "services.transfer.cli", "standing orders: matching files this site holds go to another site"),
     Command("transfers", "services.transfer.cli", "the transfers standing orders want, by state; the stuck ones"),

@@ -33,9 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 async def _setup(args: argparse.Namespace) -> int:
-    from shared.credentials import credentials_dir, own_credentials
+    from shared.credentials import credentials_dir, own_credentials, password_file
     from shared.provision.broker import BrokerApi
-    from shared.provision.site import setup_site
+    from shared.provision.site import setup_site, shovels_file
     from shared.settings import load_settings
 
     settings = load_settings(args.config)
@@ -52,10 +52,27 @@ async def _setup(args: argparse.Namespace) -> int:
                               broker_api=broker_api)
     print(f"database roles: {', '.join(report.roles)}")
     print(f"broker users: {', '.join(report.broker_users)}")
+    if report.shovels:
+        print(f"links to peers (shovels): {', '.join(report.shovels)}")
+    for waiting in report.waiting_peers:
+        print(f"the link to {waiting} waits (its events queue up here): put the password {waiting}'s operator gives "
+              f"you for {settings.site}-peer in its amqp_password_file, {settings.peer(waiting).amqp_password_file}, "
+              "and run `obsflow setup` again")
+    if report.removed_shovels:
+        print(f"removed the links to peers no longer declared: {', '.join(report.removed_shovels)}")
+    if report.revoked_peer_users:
+        print("revoked the rights here of the links of peers no longer declared: "
+              f"{', '.join(report.revoked_peer_users)}")
     if report.definitions_file is not None:
         print(f"broker definitions written to {report.definitions_file}: load them on the broker "
               "(rabbitmqctl import_definitions FILE) before starting the services")
+        if report.shovels:
+            print(f"then load {shovels_file(report.definitions_file)} the same way (the peer links' shovels; it "
+                  "holds the peers' passwords), and clear the shovels of peers no longer declared")
     print(f"passwords: {credentials_dir(settings)} (mode 0600; keep them there, never in the configuration)")
+    for peer in settings.peers:
+        print(f"{peer.name} logs in here as {peer.name}-peer: hand its operator the password in "
+              f"{password_file(settings, peer.name + '-peer', 'amqp')}, for its amqp_password_file")
     return 0
 
 

@@ -9,6 +9,8 @@ from urllib.parse import quote
 from shared.api.catalog import (
     SEARCH_PAGES,
     CatalogFile,
+    Conflict,
+    ConflictList,
     FileInstances,
     FileList,
     Observation,
@@ -59,6 +61,11 @@ class CatalogCalls:
     async def session(self, session_id: str) -> Session:
         """One observing session."""
         return await self._transport.call("catalog", "GET", f"/sessions/{_key(session_id)}", Session)
+
+    async def conflicts(self, limit: int = 100) -> list[Conflict]:
+        """Names minted by two sites with different contents (the file kept here and the other), newest first."""
+        return (await self._transport.call("catalog", "GET", "/conflicts", ConflictList,
+                                           params={"limit": str(limit)})).results
 
     async def close_session(self, session_id: str) -> SessionClosure:
         """Close an open session now (admin): its session.closed event starts the nightly workflows."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -114,6 +115,23 @@ class SessionClosed(Payload):
     start_jd: float
     end_jd: float
     file_names: list[Name]
+
+
+@event_payload
+class FileConflicted(Payload):
+    """Two sites minted one name with different contents: the catalog kept the first it heard of and records the
+    other. Emitted by the catalog that noticed (each site's catalog notices on its own)."""
+
+    event_type = "file.conflicted"
+    producers = ("catalog",)
+    name: Name
+    kept_site: Word
+    kept_checksum: Checksum
+    kept_size: StrictInt = Field(ge=0)
+    other_site: Word
+    other_checksum: Checksum
+    other_size: StrictInt = Field(ge=0)
+    other_event_id: uuid.UUID
 
 
 @event_payload

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from shared.bus.topology import Topology
+from shared.bus.topology import QueueSpec, Topology
 from shared.credentials import broker_user
 from shared.errors import ConfigurationError
 from shared.provision.grants import BrokerGrant
@@ -39,21 +40,29 @@ def password_hash(password: str, salt: bytes | None = None) -> str:
 
 
 def broker_definitions(
-    settings: Settings, topology: Topology, grants: list[BrokerGrant], passwords: dict[str, str]
+    settings: Settings, topology: Topology, grants: list[BrokerGrant], passwords: dict[str, str],
+    extra_queues: Sequence[QueueSpec] = (),
 ) -> dict[str, Any]:
-    """Users (hashed passwords), their permissions and topic permissions, the vhost and the topology."""
+    """Users (hashed passwords), their permissions and topic permissions, the vhost and the topology (with
+    `extra_queues`: the peers' outbound queues)."""
     vhost = vhost_of(settings.amqp_url)
     users, permissions, topics = [], [], []
     for grant in grants:
-        user = broker_user(settings, grant.principal)
+        user = grant.user or broker_user(settings, grant.principal)
         users.append({"name": user, "password_hash": password_hash(passwords[grant.principal]),
                       "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []})
         permissions.append({"user": user, "vhost": vhost, "configure": grant.configure, "write": grant.write,
                             "read": grant.read})
         topics += [{"user": user, "vhost": vhost, "exchange": exchange, "write": write, "read": read}
                    for exchange, write, read in grant.topics]
-    return {"vhosts": [{"name": vhost}], "users": users, "permissions": permissions, "topic_permissions": topics,
-            **topology.definitions(vhost)}
+    document: dict[str, Any] = {"vhosts": [{"name": vhost}], "users": users, "permissions": permissions,
+                                "topic_permissions": topics, **topology.definitions(vhost)}
+    document["queues"] += [{"name": q.name, "vhost": vhost, "durable": True, "auto_delete": False,
+                            "arguments": q.arguments} for q in extra_queues]
+    document["bindings"] += [
+        {"source": exchange, "vhost": vhost, "destination": q.name, "destination_type": "queue", "routing_key": key,
+         "arguments": {}} for q in extra_queues for exchange, key in q.bindings]
+    return document
 
 
 async def import_definitions(definitions: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from shared.bus.peers import peer_routing_keys, peer_user
 from shared.events import registered_types
 from shared.settings import SERVICES
 
@@ -25,6 +26,7 @@ class BrokerGrant:
     write: str
     read: str
     topics: tuple[tuple[str, str, str], ...]  # (exchange, write regex, read regex)
+    user: str | None = None  # the broker user, when it is not `<site>-<principal>` (a peer's: `<peer>-peer`)
 
 
 def produced_by(principal: str) -> list[str]:
@@ -64,3 +66,10 @@ def broker_grants(site: str, prefix: str) -> list[BrokerGrant]:
     return grants
 
 
+def peer_grants(prefix: str, peers: list[str]) -> list[BrokerGrant]:
+    """The inbound user of each peer (`<peer>-peer`): it may publish on the events exchange that peer's own
+    forwardable events, and nothing else; it reads nothing and configures nothing."""
+    events = f"{prefix}.events"
+    return [BrokerGrant(peer_user(peer), configure=NOTHING, write=f"^{re.escape(events)}$", read=NOTHING,
+                        topics=((events, peer_routing_keys(peer), NOTHING),), user=peer_user(peer))
+            for peer in peers]

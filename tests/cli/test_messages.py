@@ -68,7 +68,7 @@ async def test_unreachable_services(tmp_path: Path) -> None:
            "OBSFLOW_DATA_DIR": str(tmp_path / "data")}
     commands = {
         "catalog": [["search"], ["locate", "x"], ["provenance", "x"], ["sessions", "list"], ["sessions", "show", "x"],
-                    ["sessions", "close", "x"]],
+                    ["sessions", "close", "x"], ["conflicts"]],
         "scheduler": [["workflow", "runs"], ["workflow", "status", "r"], ["workflow", "retry", "r"],
                       ["workflow", "run", "nightly", "x"], ["workflow", "register", str(config), "--on", "manual"]],
         "ingest": [["upload", str(product)]],

@@ -55,7 +55,7 @@ async def test_events_from_before_a_workflow_was_registered_start_nothing(
         await repository.register_workflow(conn, "nightly", config, "x", "session.closed", None, "local")
         await repository.register_workflow(conn, "rtp", config, "x", "file.minted", None, "local")
     registered = await pool.fetchval("SELECT registered_at FROM workflows WHERE name = 'nightly'")
-    triggers = RunTriggers(options)
+    triggers = RunTriggers(options, site=settings.site)
 
     def closed(at: datetime) -> Event:
         payload = SessionClosed(session_id="n", start_jd=2459122.3, end_jd=2459122.4, file_names=["zen.1.uvh5"])
@@ -96,10 +96,42 @@ async def test_a_trigger_starts_nothing_whose_scripts_left_the_script_roots(
     payload = SessionClosed(session_id="n", start_jd=2459122.3, end_jd=2459122.4, file_names=["zen.1.uvh5"])
     with structlog.testing.capture_logs() as logs:
         async with pool.acquire() as conn, conn.transaction():
-            await RunTriggers(options).on_session_closed(conn, new_event(payload, site=settings.site, producer="x"))
+            triggers = RunTriggers(options, site=settings.site)
+            await triggers.on_session_closed(conn, new_event(payload, site=settings.site, producer="x"))
     assert await pool.fetchval("SELECT count(*) FROM runs") == 0
     (refusal,) = [entry for entry in logs if entry["event"] == "run_not_started"]
     assert "do_CALIBRATE.sh" in refusal["error"] and "script_roots" in refusal["error"]
+
+
+async def test_a_peer_sites_session_closed_and_file_minted_trigger_no_run_here(
+    settings, scheduler_pool, tmp_path: Path
+) -> None:
+    pool, options = scheduler_pool, run_options(tmp_path)
+    write_scripts(tmp_path / "scripts", {"CALIBRATE": "true"})
+    config = workflow_config(tmp_path / "scripts", actions='["CALIBRATE"]')
+    async with pool.acquire() as conn:
+        await repository.register_workflow(conn, "nightly", config, "x", "session.closed", None, "local")
+        await repository.register_workflow(conn, "rtp", config, "x", "file.minted", None, "local")
+    triggers = RunTriggers(options, site=settings.site)
+    now = datetime.now(UTC) + timedelta(seconds=1)
+
+    def events(site: str) -> list[Event]:
+        closed = SessionClosed(session_id="n", start_jd=2459122.3, end_jd=2459122.4, file_names=["zen.1.uvh5"])
+        minted = FileMinted(name="zen.2.uvh5", size=1, checksum="x", file_type="uvh5", origin_site=site,
+                            uploader="t", created_at=now, start_jd=2459122.3)
+        return [new_event(closed, site=site, producer="catalog", occurred_at=now),
+                new_event(minted, site=site, producer="ingest", occurred_at=now)]
+
+    peer_closed, peer_minted = events("peer")  # as a peer's link brings them
+    async with pool.acquire() as conn, conn.transaction():
+        await triggers.on_session_closed(conn, peer_closed)
+        await triggers.on_file_minted(conn, peer_minted)
+    assert await pool.fetchval("SELECT count(*) FROM runs") == 0
+    own_closed, own_minted = events(settings.site)  # the same facts of this site do start runs
+    async with pool.acquire() as conn, conn.transaction():
+        await triggers.on_session_closed(conn, own_closed)
+        await triggers.on_file_minted(conn, own_minted)
+    assert sorted(await pool.fetch("SELECT workflow_name FROM runs")) == [("nightly",), ("rtp",)]
 
 
 async def test_a_retry_committed_while_the_run_is_being_closed_keeps_it_open(

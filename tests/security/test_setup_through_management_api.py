@@ -21,7 +21,7 @@ from shared import credentials
 from shared.errors import ConfigurationError
 from shared.provision.broker import BrokerApi
 from shared.provision.site import DATABASE_PRINCIPALS, setup_site
-from shared.settings import Settings
+from shared.settings import PeerSettings, Settings
 from tests.infra import backends
 from tests.private_servers import PrivateRabbitMQ
 from tests.security.test_least_privilege import _minted, _publish_refused
@@ -86,6 +86,50 @@ async def test_setup_through_the_management_api(managed_broker: PrivateRabbitMQ,
     # Idempotent: the same passwords, the same users.
     await setup_site(site, admin_database_url=backends().database_url, broker_api=api)
     assert await asyncio.to_thread(_users, managed_broker) == users
+
+
+async def test_peer_links_through_the_management_api(
+    managed_broker: PrivateRabbitMQ, site: Settings, tmp_path: Path
+) -> None:
+    """The shovels are set, and a peer no longer declared loses its shovel and queue, through the API too."""
+    api = BrokerApi(managed_broker.management_url, "guest", "guest")
+    other = f"{site.bus.prefix}-peer"  # the "peer": another exchange on this node, reached as guest
+    (tmp_path / "peer-password").write_text("guest\n")
+    peer = PeerSettings(name="nrao", amqp_url=f"amqp://guest@127.0.0.1:{managed_broker.port}/", bus_prefix=other,
+                        amqp_password_file=tmp_path / "peer-password")
+    linked = site.model_copy(update={"peers": [peer]})
+    connection = await aio_pika.connect(managed_broker.amqp_url)
+    async with connection, connection.channel() as channel:
+        exchange = await channel.declare_exchange(f"{other}.events", aio_pika.ExchangeType.TOPIC, durable=True)
+        arrived = await channel.declare_queue(exclusive=True)
+        await arrived.bind(exchange, routing_key="#")
+        report = await setup_site(linked, admin_database_url=backends().database_url, broker_api=api)
+        assert report.shovels == (f"{site.bus.prefix}-to-nrao",)
+        types = await asyncio.to_thread(managed_broker._ctl, "list_queues", "name", "type")
+        assert f"{site.bus.prefix}.to.nrao\tquorum" in types.stdout.decode()
+        key, message = _minted(site.site, "crossing.uvh5")
+        assert await _publish_refused(credentials.amqp_url(site, "ingest"), f"{site.bus.prefix}.events", key,
+                                      message) == ""
+        delivered = await _get_within(arrived, 60)
+        assert delivered.routing_key == key and delivered.user_id == "guest"
+        assert delivered.message_id == message.message_id
+        again = await setup_site(site, admin_database_url=backends().database_url, broker_api=api)
+        assert again.removed_shovels == (f"{site.bus.prefix}-to-nrao",)
+        shovels = await asyncio.to_thread(managed_broker._ctl, "list_parameters")
+        assert f"{site.bus.prefix}-to-nrao" not in shovels.stdout.decode()
+        queues = await asyncio.to_thread(managed_broker._ctl, "list_queues", "name")
+        assert f"{site.bus.prefix}.to.nrao" not in queues.stdout.decode()
+
+
+async def _get_within(queue: aio_pika.abc.AbstractQueue, timeout_s: float) -> aio_pika.abc.AbstractIncomingMessage:
+    """The first message on `queue`, waiting for it up to `timeout_s`."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            message = await queue.get(fail=False)
+            if message is not None:
+                await message.ack()
+                return message
+            await asyncio.sleep(0.1)
 
 
 async def test_wrong_administrator_credentials_are_a_clear_error(

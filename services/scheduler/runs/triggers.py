@@ -5,6 +5,9 @@ A run is created in the handler's transaction (with the consumer's record of han
 (workflow, trigger event) pair makes a second delivery of the same event start nothing new. An event older
 than a workflow's registration starts nothing for it: a replay of the log (or a consumer catching up days
 behind) must not run a new workflow over a month of old nights.
+
+Only this site's own events start runs: a peer's session.closed and file.minted cross to us (its catalog and
+scheduler act on them at home), and its nights and files are not ours to process.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ log = structlog.get_logger()
 class RunTriggers:
     """The scheduler's stream handlers, bound to its options."""
 
-    def __init__(self, options: SchedulerOptions) -> None:
+    def __init__(self, options: SchedulerOptions, *, site: str) -> None:
         self.options = options
+        self.site = site
 
     def handlers(self) -> dict[str, StreamHandler]:
         """Handlers by event type, for `ctx.stream_consumer`."""
@@ -39,7 +43,7 @@ class RunTriggers:
     async def on_session_closed(self, conn: asyncpg.Connection, event: Event) -> None:
         """One run of each session workflow over the session's files (in time order)."""
         files: list[str] = list(event.payload.file_names)  # type: ignore[attr-defined]
-        if not files:
+        if not files or not self._own(event):
             return
         for workflow in await repository.list_workflows(conn, "session.closed"):
             if _registered_before(workflow, event):
@@ -47,10 +51,20 @@ class RunTriggers:
 
     async def on_file_minted(self, conn: asyncpg.Connection, event: Event) -> None:
         """One run of each real-time workflow whose match the new file satisfies."""
+        if not self._own(event):
+            return
         payload = event.payload.model_dump(mode="json")
         for workflow in await repository.list_workflows(conn, "file.minted"):
             if _registered_before(workflow, event) and matches(workflow["match"], payload):
                 await self._start(conn, workflow, [payload["name"]], event)
+
+    def _own(self, event: Event) -> bool:
+        """Whether the event is this site's (another site's starts nothing here)."""
+        if event.site == self.site:
+            return True
+        log.debug("run_not_started_event_of_another_site", trigger=event.type, site=event.site,
+                  event_id=str(event.event_id))
+        return False
 
     async def _start(
         self, conn: asyncpg.Connection, workflow: dict[str, Any], files: Sequence[str], event: Event
