@@ -30,7 +30,7 @@ from shared.events.types import ObservationAnnounced
 from shared.runner import ServiceRunner
 from shared.settings import PeerSettings, Settings, StoreSettings
 from tests.infra import free_port_block
-from tests.sites.link import Link
+from tests.sites.link import CutMode, Link
 
 AMQP_PORT = 5672
 DAY = 86400.0
@@ -92,14 +92,14 @@ class SiteLink:
     ends: frozenset[str]
     proxies: list[Link] = field(default_factory=list)
 
-    async def cut(self, mode: str = "reset") -> None:
+    def cut(self, mode: CutMode = "reset") -> None:
         """Cut the link both ways: `reset` (connections closed, new ones refused) or `blackhole` (nothing passes)."""
         for proxy in self.proxies:
-            await proxy.cut(mode)
+            proxy.cut(mode)
 
-    async def restore(self) -> None:
+    def restore(self) -> None:
         for proxy in self.proxies:
-            await proxy.restore()
+            proxy.restore()
 
 
 @dataclass
@@ -146,7 +146,7 @@ async def linked_sites(
             await remove_peer_links(site.settings)
         for link in links.values():
             for proxy in link.proxies:
-                await proxy.close()
+                await proxy.stop()
 
 
 async def _links(
