@@ -86,6 +86,17 @@ def redact_uri(uri: str) -> str:
     return re.sub(r"(amqps?://[^:/@]*:)[^@/]*@", r"\1***@", uri)
 
 
+def outbound_queue_spec(site: str, prefix: str, peer: str) -> QueueSpec:
+    """`<prefix>.to.<peer>`: a quorum queue bound to the site's own forwardable events.
+
+    No delivery limit: a delivery handed back when the link drops counts against it (RabbitMQ 3.10), and an event
+    must wait out any number of outages.
+    """
+    events = f"{prefix}.events"
+    return QueueSpec(f"{prefix}.to.{peer}", {"x-queue-type": "quorum"},
+                     tuple((events, key) for key in forwarded_patterns(site)))
+
+
 @dataclass(frozen=True)
 class PeerLink:
     """One direction of a metadata link: this site's events for `peer`, queued here and shovelled there."""
@@ -100,6 +111,7 @@ class PeerLink:
 
     @property
     def queue(self) -> str:
+        """The outbound queue the shovel empties."""
         return f"{self.prefix}.to.{self.peer}"
 
     @property
@@ -113,14 +125,8 @@ class PeerLink:
         return URL(self.dest_uri.split("?", 1)[0]).user or ""
 
     def queue_spec(self) -> QueueSpec:
-        """The outbound quorum queue, bound to this site's own forwardable events.
-
-        No delivery limit: a delivery returned when the link drops counts against it (RabbitMQ 3.10), and an
-        event must wait out any number of outages.
-        """
-        events = f"{self.prefix}.events"
-        return QueueSpec(self.queue, {"x-queue-type": "quorum"},
-                         tuple((events, key) for key in forwarded_patterns(self.site)))
+        """The outbound quorum queue, bound to this site's own forwardable events."""
+        return outbound_queue_spec(self.site, self.prefix, self.peer)
 
     def shovel_definition(self) -> dict[str, Any]:
         """The dynamic shovel's value (secret: it holds the peer's password).
@@ -195,5 +201,4 @@ def waiting_peers(settings: Settings, passwords: Mapping[str, str]) -> list[Peer
 
 def outbound_queue(settings: Settings, peer: str) -> QueueSpec:
     """The outbound queue for `peer`, whether or not its shovel can be set yet."""
-    vhost = URL(settings.amqp_url).path[1:] or "/"
-    return PeerLink(settings.site, settings.bus.prefix, vhost, peer, "", "").queue_spec()
+    return outbound_queue_spec(settings.site, settings.bus.prefix, peer)
