@@ -120,9 +120,11 @@ class Sites:
 async def linked_sites(
     base: Settings, tmp: Path, names: Sequence[str], *, via: Mapping[tuple[str, str], str] | None = None,
     manager: str = "http", transfer: Mapping[str, Any] | None = None, stores: Mapping[str, Any] | None = None,
+    peer_overrides: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
 ) -> AsyncIterator[Sites]:
-    """Sites `names`, each a peer of every other (`via[(a, b)] = c`: a reaches b through c), with their shovels set
-    up; nothing is started (start each site's services in the test). Everything is removed afterwards."""
+    """Sites `names`, each a peer of every other (`via[(a, b)] = c`: a reaches b through c; `peer_overrides[(a, b)]`
+    changes how a declares b), with their shovels set up; nothing is started (start each site's services in the test).
+    Everything is removed afterwards."""
     from tests.sites.links_setup import remove_peer_links, set_up_peer_links
 
     ports = {name: free_port_block() for name in names}
@@ -131,6 +133,7 @@ async def linked_sites(
     sites = {}
     for name in names:
         peers = [_peer(base, tmp, name, other, proxies[(name, other)], secrets_of[other], manager, via or {})
+                 .model_copy(update=dict((peer_overrides or {}).get((name, other), {})))
                  for other in names if other != name]
         settings = _site_settings(base, tmp / name, name, ports[name], secrets_of[name], peers,
                                   dict((stores or {}).get(name, {})), dict(transfer or {}))
@@ -196,6 +199,7 @@ def _site_settings(
         "site": name, "schema_prefix": f"{base.site}_{name}",
         "bus": base.bus.model_copy(update={"prefix": f"{base.bus.prefix}-{name}"}),
         "http_base_port": port, "auth_secret": SecretStr(secret), "data_dir": root / "var",
+        "db_pool_size": 6,  # three sites of three services share the machine's PostgreSQL with other tests
         "stores": [StoreSettings(name="main", root=root / "store", **store)], "peers": peers,
         "services": {
             "ingest": {"source_roots": [str(root / "incoming"), str(root / "landing")]},

@@ -41,6 +41,8 @@ class Link:
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._corruptions: list[tuple[bytes, bytes]] = []  # (what, into): each replaced once, towards the target
+        self.corrupted = 0
 
     @property
     def open_connections(self) -> int:
@@ -74,6 +76,21 @@ class Link:
         self.state = "up"
         self._flowing.set()
 
+    def corrupt_once(self, what: bytes, into: bytes) -> None:
+        """Damage the next bytes towards the target that contain `what` (within one read): they pass as `into`, of
+        the same length: a bit flipped on the way, which TCP's checksum did not catch."""
+        if len(what) != len(into):
+            raise ValueError("a corruption keeps the length")
+        self._corruptions.append((what, into))
+
+    def _damaged(self, data: bytes) -> bytes:
+        for index, (what, into) in enumerate(self._corruptions):
+            if what in data:
+                del self._corruptions[index]
+                self.corrupted += 1
+                return data.replace(what, into, 1)
+        return data
+
     def _close_all(self) -> None:
         for client, upstream in list(self._pairs):
             _reset(client)
@@ -93,7 +110,7 @@ class Link:
             return
         pair = (writer, up_writer)
         self._pairs.add(pair)
-        pumps = [asyncio.create_task(self._pump(reader, up_writer, pair)),
+        pumps = [asyncio.create_task(self._pump(reader, up_writer, pair, towards_target=True)),
                  asyncio.create_task(self._pump(up_reader, writer, pair))]
         self._tasks.update(pumps)
         try:
@@ -105,7 +122,7 @@ class Link:
                 w.close()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter]) -> None:
+                    pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter], *, towards_target: bool = False) -> None:
         try:
             while True:
                 await self._flowing.wait()  # blackholed: neither read nor write; the bytes wait in the sockets
@@ -115,7 +132,7 @@ class Link:
                 await self._flowing.wait()
                 if pair not in self._pairs:
                     return  # reset meanwhile
-                writer.write(data)
+                writer.write(self._damaged(data) if towards_target and self._corruptions else data)
                 await writer.drain()
         except (ConnectionError, OSError):
             pass  # the other end went away: the pair closes

@@ -30,7 +30,7 @@ from services.transfer.repository import DueTransfer, OpenBatch, Result
 from services.transfer.routing import Arrived, Forward, Send, next_hop
 from shared.api.ingest import ReplicaFile
 from shared.bus.backoff import Backoff
-from shared.failures import describe, is_transient
+from shared.failures import describe, is_transient, suppress_transient
 from shared.locks import Leader, LeadershipLost, lock_key
 from shared.periodic import every
 from shared.settings import Settings
@@ -135,9 +135,11 @@ class TransferDispatcher:
             if lane is None:  # a destination that is no declared peer (any more)
                 await self._refuse_unknown(peer, transfers)
                 continue
-            size = self._batch_size(lane, transfers[0])
-            while not lane.busy and transfers:
-                batch, transfers = transfers[:size], transfers[size:]
+            # A file two transfers want over this lane (to the via peer, and through it further) crosses it once:
+            # its transfers ride in one batch, and none starts while a batch of the lane carries the file.
+            waiting = [t for t in transfers if t.file_name not in lane.sending]
+            while not lane.busy and waiting:
+                batch, waiting = _take_files(waiting, self._batch_size(lane, waiting[0]))
                 await self._start(lane, self._manager_name(lane, batch[0]), batch)
 
     def _manager_name(self, lane: Lane, transfer: DueTransfer) -> str:
@@ -163,9 +165,16 @@ class TransferDispatcher:
             log.error("transfer_batch_orphaned", batch_id=batch.batch_id, peer=batch.peer,
                       reason="the peer is no longer declared; its files stay in flight until it is declared again")
             return
+        files = {name for name, _ in batch.items}
+        lane.sending |= files
         task = asyncio.create_task(self._send(lane, batch), name=f"transfer-batch-{batch.batch_id}")
         lane.batches.add(task)
-        task.add_done_callback(lane.batches.discard)
+
+        def ended(done: asyncio.Task[None]) -> None:
+            lane.batches.discard(done)
+            lane.sending -= files
+
+        task.add_done_callback(ended)
 
     async def _send(self, lane: Lane, batch: OpenBatch) -> None:
         started, moved = time.monotonic(), 0
@@ -253,20 +262,23 @@ class TransferDispatcher:
         task.add_done_callback(lambda _t: self._forwarding.pop(key, None))
 
     async def _ask_forward(self, transfer: DueTransfer, via: str) -> None:
-        peer = self.peers[via]
+        """Ask `via` to send the file on; its answer, or the failure and when to ask again, recorded. An outage of
+        this site's database while recording is passed: the transfer is still due, the next pass asks again."""
         try:
-            await self.forwarder.forward(peer, transfer.file_name, transfer.destination)
+            await self.forwarder.forward(self.peers[via], transfer.file_name, transfer.destination)
         except Exception as e:  # recorded against the transfer, retried after its backoff
-            delay = self.options.backoff_s(transfer.attempts + 1)
             reason = f"asking {via} to send it on to {transfer.destination}: {describe(e)}"
-            async with self.pool.acquire() as conn:
-                await repository.note_failure(conn, transfer.file_name, transfer.destination, reason, delay)
             log.warning("transfer_forward_failed", file=transfer.file_name, via=via,
                         destination=transfer.destination, error=describe(e))
+            with suppress_transient():
+                async with self.pool.acquire() as conn:
+                    await repository.note_failure(conn, transfer.file_name, transfer.destination, reason,
+                                                  self.options.backoff_s(transfer.attempts + 1))
             return
-        async with self.pool.acquire() as conn:
-            await repository.mark_forwarded(conn, transfer.file_name, transfer.destination)
-        log.info("transfer_forwarded", file=transfer.file_name, via=via, destination=transfer.destination)
+        with suppress_transient():
+            async with self.pool.acquire() as conn:
+                await repository.mark_forwarded(conn, transfer.file_name, transfer.destination)
+            log.info("transfer_forwarded", file=transfer.file_name, via=via, destination=transfer.destination)
 
     async def _refuse_unknown(self, peer: str, transfers: Sequence[DueTransfer]) -> None:
         reason = f"{peer} is not a declared peer of {self.site}: add it to [[peers]]"
@@ -280,3 +292,17 @@ class TransferDispatcher:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _take_files(transfers: Sequence[DueTransfer], files: int) -> tuple[list[DueTransfer], list[DueTransfer]]:
+    """The transfers of the first `files` distinct files (all of each file's transfers), and the rest."""
+    chosen: set[str] = set()
+    taken: list[DueTransfer] = []
+    rest: list[DueTransfer] = []
+    for transfer in transfers:
+        if transfer.file_name in chosen or len(chosen) < files:
+            chosen.add(transfer.file_name)
+            taken.append(transfer)
+        else:
+            rest.append(transfer)
+    return taken, rest

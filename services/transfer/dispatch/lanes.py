@@ -29,6 +29,7 @@ class Lane:
         self.peer = peer
         self.optimizer = optimizer
         self.batches: set[asyncio.Task[None]] = set()
+        self.sending: set[str] = set()  # files in a batch of this lane now: a second transfer of one waits for it
         # Bytes per second, in pieces of at most a tenth of a second's worth (aiolimiter takes no more than its rate).
         rate = peer.bandwidth_mbps * 1e6 / 8 if peer.bandwidth_mbps else None
         self._limiter = AsyncLimiter(rate, 1.0) if rate else None
