@@ -309,6 +309,16 @@ async def open_batches(conn: asyncpg.Connection) -> list[OpenBatch]:
             for r in rows]
 
 
+async def attempts_of(conn: asyncpg.Connection, items: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The attempts counted so far of each (file, destination) transfer."""
+    rows = await conn.fetch(
+        "SELECT t.file_name, t.destination, t.attempts FROM transfers t"
+        " JOIN unnest($1::text[], $2::text[]) AS i(f, d) ON t.file_name = i.f AND t.destination = i.d",
+        [f for f, _ in items], [d for _, d in items],
+    )
+    return {(r["file_name"], r["destination"]): r["attempts"] for r in rows}
+
+
 async def finish_batch(
     conn: asyncpg.Connection, batch_id: str, results: Sequence[Result], *, retry_delays_s: Sequence[float],
 ) -> None:

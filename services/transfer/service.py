@@ -48,7 +48,7 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     evaluator = OrderEvaluator(ctx.pool, catalog, ctx.settings.site, options)
     forwarder = Forwarder()
     dispatcher = TransferDispatcher(ctx.pool, ctx.schema, ctx.settings, options, managers(options), forwarder,
-                                    TransferFigures(ctx.metrics.registry))
+                                    TransferFigures(ctx.metrics.registry), lambda payload: ctx.event(payload))
 
     async def evaluate(stop: asyncio.Event) -> None:
         async def new_names() -> None:

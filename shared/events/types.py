@@ -63,10 +63,11 @@ def _file_minted_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
 
 @event_payload
 class InstanceCreated(Payload):
-    """A verified copy of a file lies on a store of a site. Emitted by ingest and transfer; consumed by catalog."""
+    """A verified copy of a file lies on a store of a site. Emitted by ingest (of a file it minted, or of a replica
+    it received and verified); consumed by catalog and transfer, here and at every peer."""
 
     event_type = "instance.created"
-    producers = ("ingest", "transfer")
+    producers = ("ingest",)
     file_name: Name
     site: Word
     store: Name
@@ -132,6 +133,23 @@ class FileConflicted(Payload):
     other_checksum: Checksum
     other_size: StrictInt = Field(ge=0)
     other_event_id: uuid.UUID
+
+
+@event_payload
+class TransferFailed(Payload):
+    """A transfer gave up: its file did not reach `destination` after `attempts` attempts, or the destination refused
+    it for good (`permanent`). It stays listed as stuck with this reason until someone acts. Emitted by transfer."""
+
+    event_type = "transfer.failed"
+    producers = ("transfer",)
+    file_name: Name
+    destination: Word
+    attempts: StrictInt = Field(ge=0)
+    reason: str = Field(max_length=4096)
+    permanent: StrictBool
+
+    def routing_detail(self) -> str | None:
+        return self.destination
 
 
 @event_payload

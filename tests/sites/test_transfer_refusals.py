@@ -6,6 +6,7 @@ destination that is not verified; fixed at the peer, it goes through."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,12 @@ async def test_a_peer_answering_500_is_retried_with_backoff(settings: Settings, 
                 "SELECT attempts, last_attempt_at - created_at AS took FROM transfers")
             assert [r["attempts"] for r in rows] == [3, 3]
             assert all(r["took"].total_seconds() >= 0.5 + 1.0 for r in rows)  # waited 0.5 s, then 1 s
+            # Giving up is announced once per transfer (operators' notices are fed from it), with the reason.
+            bodies = await karoo.runners["transfer"].ctx.pool.fetch(  # type: ignore[union-attr]
+                "SELECT body FROM outbox WHERE event_type = 'transfer.failed'")
+            events = [json.loads(b["body"])["payload"] for b in bodies]
+            assert len(events) == 2 and all(e["attempts"] == 3 and "500" in e["reason"] and not e["permanent"]
+                                            for e in events)
 
 
 @pytest.mark.parametrize("store", [{"capacity_bytes": 2048}, {"state": "read-only"}], ids=["full", "read-only"])

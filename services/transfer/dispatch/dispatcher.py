@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,9 @@ from services.transfer.repository import DueTransfer, OpenBatch, Result
 from services.transfer.routing import Arrived, Forward, Send, next_hop
 from shared.api.ingest import ReplicaFile
 from shared.bus.backoff import Backoff
+from shared.bus.outbox import append_events
+from shared.events import Event, Payload
+from shared.events.types import TransferFailed
 from shared.failures import describe, is_transient, suppress_transient
 from shared.locks import Leader, LeadershipLost, lock_key
 from shared.periodic import every
@@ -60,6 +63,7 @@ class TransferDispatcher:
     def __init__(
         self, pool: asyncpg.Pool, schema: str, settings: Settings, options: TransferOptions,
         managers: Mapping[str, TransferManager], forwarder: Forwarder, figures: TransferFigures,
+        make_event: Callable[[Payload], Event],
     ) -> None:
         self.pool = pool
         self.schema = schema
@@ -70,6 +74,7 @@ class TransferDispatcher:
         self.managers = managers
         self.forwarder = forwarder
         self.figures = figures
+        self.make_event = make_event
         self.lanes = {name: Lane(peer, ConcurrencyOptimizer(level=options.http_concurrency_initial,
                                                             maximum=options.http_concurrency_max))
                       for name, peer in self.peers.items()}
@@ -227,24 +232,21 @@ class TransferDispatcher:
     async def _finish(
         self, lane: Lane, batch: OpenBatch, outcomes: Mapping[str, Outcome], moved: int, seconds: float
     ) -> None:
-        results: list[Result] = []
-        delays: list[float] = []
         async with self.pool.acquire() as conn:
-            attempts = dict(await conn.fetch(
-                "SELECT file_name, attempts FROM transfers WHERE file_name = ANY($1::text[])",
-                [name for name, _ in batch.items]))
-        for name, destination in batch.items:
-            outcome = outcomes.get(name) or Failed(name, "the manager reported nothing for this file")
-            reached = destination == batch.peer
-            if isinstance(outcome, Delivered):
-                results.append(Result(name, destination, "already" if outcome.already else "delivered",
-                                      reached_destination=reached))
-            else:
-                results.append(Result(name, destination, "failed", outcome.reason, permanent=outcome.permanent))
-            delays.append(self.options.backoff_s(attempts.get(name, 1)))
-            self.figures.files.labels(lane.peer.name, results[-1].outcome).inc()
+            attempts = await repository.attempts_of(conn, batch.items)
+        results = [_result(outcomes.get(name) or Failed(name, "the manager reported nothing for this file"),
+                           destination, reached=destination == batch.peer) for name, destination in batch.items]
+        delays = [self.options.backoff_s(attempts.get((r.file_name, r.destination), 1)) for r in results]
+        given_up = [self.make_event(TransferFailed(
+            file_name=r.file_name, destination=r.destination, attempts=attempts.get((r.file_name, r.destination), 0),
+            reason=(r.reason or "")[:4096], permanent=r.permanent))
+            for r in results if r.outcome == "failed"
+            and (r.permanent or attempts.get((r.file_name, r.destination), 0) >= self.options.max_attempts)]
         async with self.pool.acquire() as conn, conn.transaction():
             await repository.finish_batch(conn, batch.batch_id, results, retry_delays_s=delays)
+            await append_events(conn, given_up)  # with the fact: no give-up without its event, nor the reverse
+        for result in results:
+            self.figures.files.labels(lane.peer.name, result.outcome).inc()
         failed = sum(1 for r in results if r.outcome == "failed")
         level = lane.optimizer.observe(moved, seconds, len(results), failed)
         self.figures.concurrency.labels(lane.peer.name).set(level)
@@ -306,3 +308,11 @@ def _take_files(transfers: Sequence[DueTransfer], files: int) -> tuple[list[DueT
         else:
             rest.append(transfer)
     return taken, rest
+
+
+def _result(outcome: Outcome, destination: str, *, reached: bool) -> Result:
+    """A file's outcome as the attempt of one of its transfers records it."""
+    if isinstance(outcome, Delivered):
+        return Result(outcome.name, destination, "already" if outcome.already else "delivered",
+                      reached_destination=reached)
+    return Result(outcome.name, destination, "failed", outcome.reason, permanent=outcome.permanent)
