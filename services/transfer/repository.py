@@ -158,6 +158,7 @@ class Result:
     bytes: int = 0
     permanent: bool = False
     reached_destination: bool = False  # the batch's peer is the transfer's destination
+    unreachable: bool = False  # the peer could not be reached: the attempt is not counted against the file
 
 
 async def live_orders(conn: asyncpg.Connection) -> list[LiveOrder]:
@@ -341,8 +342,10 @@ async def finish_batch(
     if failed:
         await conn.executemany(
             "UPDATE transfers SET last_error = $3, next_attempt_at = CASE WHEN $4 THEN 'infinity'::timestamptz"
-            " ELSE now() + $5 * interval '1 second' END WHERE file_name = $1 AND destination = $2",
-            [(r.file_name, r.destination, r.reason, r.permanent, delay) for r, delay in failed],
+            " ELSE now() + $5 * interval '1 second' END,"
+            " attempts = CASE WHEN $6 THEN greatest(attempts - 1, 0) ELSE attempts END"
+            " WHERE file_name = $1 AND destination = $2",
+            [(r.file_name, r.destination, r.reason, r.permanent, delay, r.unreachable) for r, delay in failed],
         )
     await conn.execute("UPDATE batches SET ended_at = now() WHERE batch_id = $1", batch_id)
 

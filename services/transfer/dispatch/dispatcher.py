@@ -76,7 +76,9 @@ class TransferDispatcher:
         self.figures = figures
         self.make_event = make_event
         self.lanes = {name: Lane(peer, ConcurrencyOptimizer(level=options.http_concurrency_initial,
-                                                            maximum=options.http_concurrency_max))
+                                                            maximum=options.http_concurrency_max),
+                                 link_wait_base_s=min(1.0, options.backoff_base_s),
+                                 link_wait_cap_s=min(60.0, options.backoff_cap_s))
                       for name, peer in self.peers.items()}
         self._forwarding: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.wakeup = asyncio.Event()
@@ -143,6 +145,8 @@ class TransferDispatcher:
             # A file two transfers want over this lane (to the via peer, and through it further) crosses it once:
             # its transfers ride in one batch, and none starts while a batch of the lane carries the file.
             waiting = [t for t in transfers if t.file_name not in lane.sending]
+            if lane.waiting_for_link():
+                waiting = waiting[:1]  # one batch of one file probes the link until it answers again
             while not lane.busy and waiting:
                 batch, waiting = _take_files(waiting, self._batch_size(lane, waiting[0]))
                 await self._start(lane, self._manager_name(lane, batch[0]), batch)
@@ -207,7 +211,8 @@ class TransferDispatcher:
             except Exception as e:  # a failure of the whole batch (the peer unreachable): every file retries
                 if not is_transient(e):
                     log.error("transfer_batch_failed", batch_id=batch.batch_id, peer=lane.peer.name, error=describe(e))
-                outcomes.update({f.name: Failed(f.name, describe(e)) for f in files if f.name not in outcomes})
+                outcomes.update({f.name: Failed(f.name, describe(e), unreachable=is_transient(e))
+                                 for f in files if f.name not in outcomes})
         await self._finish(lane, batch, outcomes, moved, time.monotonic() - started)
 
     def _files_to_send(
@@ -234,13 +239,21 @@ class TransferDispatcher:
     ) -> None:
         async with self.pool.acquire() as conn:
             attempts = await repository.attempts_of(conn, batch.items)
+        link_down = bool(batch.items) and all(
+            isinstance(o := outcomes.get(name), Failed) and o.unreachable for name, _ in batch.items)
         results = [_result(outcomes.get(name) or Failed(name, "the manager reported nothing for this file"),
-                           destination, reached=destination == batch.peer) for name, destination in batch.items]
-        delays = [self.options.backoff_s(attempts.get((r.file_name, r.destination), 1)) for r in results]
+                           destination, reached=destination == batch.peer, link_down=link_down)
+                   for name, destination in batch.items]
+        # A peer that cannot be reached at all holds its lane back (capped backoff): the files wait for the link,
+        # their attempts uncounted, however long the outage. A file failing while others get through is its own
+        # failure, counted.
+        lane_wait = lane.unreachable() if link_down else lane.reachable()
+        delays = [lane_wait if link_down else self.options.backoff_s(attempts.get((r.file_name, r.destination), 1))
+                  for r in results]
         given_up = [self.make_event(TransferFailed(
             file_name=r.file_name, destination=r.destination, attempts=attempts.get((r.file_name, r.destination), 0),
             reason=(r.reason or "")[:4096], permanent=r.permanent))
-            for r in results if r.outcome == "failed"
+            for r in results if r.outcome == "failed" and not r.unreachable
             and (r.permanent or attempts.get((r.file_name, r.destination), 0) >= self.options.max_attempts)]
         async with self.pool.acquire() as conn, conn.transaction():
             await repository.finish_batch(conn, batch.batch_id, results, retry_delays_s=delays)
@@ -248,7 +261,8 @@ class TransferDispatcher:
         for result in results:
             self.figures.files.labels(lane.peer.name, result.outcome).inc()
         failed = sum(1 for r in results if r.outcome == "failed")
-        level = lane.optimizer.observe(moved, seconds, len(results), failed)
+        # An outage says nothing about how many streams the link carries: the level stays for when it is back.
+        level = lane.optimizer.level if link_down else lane.optimizer.observe(moved, seconds, len(results), failed)
         self.figures.concurrency.labels(lane.peer.name).set(level)
         log.info("transfer_batch_ended", batch_id=batch.batch_id, peer=batch.peer, manager=batch.manager,
                  files=len(results), failed=failed, bytes=moved, seconds=round(seconds, 3), concurrency=level,
@@ -310,9 +324,11 @@ def _take_files(transfers: Sequence[DueTransfer], files: int) -> tuple[list[DueT
     return taken, rest
 
 
-def _result(outcome: Outcome, destination: str, *, reached: bool) -> Result:
-    """A file's outcome as the attempt of one of its transfers records it."""
+def _result(outcome: Outcome, destination: str, *, reached: bool, link_down: bool) -> Result:
+    """A file's outcome as the attempt of one of its transfers records it (`link_down`: the whole batch found the
+    peer unreachable)."""
     if isinstance(outcome, Delivered):
         return Result(outcome.name, destination, "already" if outcome.already else "delivered",
                       reached_destination=reached)
-    return Result(outcome.name, destination, "failed", outcome.reason, permanent=outcome.permanent)
+    return Result(outcome.name, destination, "failed", outcome.reason, permanent=outcome.permanent,
+                  unreachable=link_down)

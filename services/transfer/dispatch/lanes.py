@@ -25,15 +25,33 @@ class LinkSample:
 class Lane:
     """The state of sending to one peer."""
 
-    def __init__(self, peer: PeerSettings, optimizer: ConcurrencyOptimizer) -> None:
+    def __init__(self, peer: PeerSettings, optimizer: ConcurrencyOptimizer, *, link_wait_base_s: float = 1.0,
+                 link_wait_cap_s: float = 60.0) -> None:
         self.peer = peer
         self.optimizer = optimizer
+        self._link_wait_base_s = link_wait_base_s
+        self._link_wait_cap_s = link_wait_cap_s
+        self._link_wait_s = 0.0
         self.batches: set[asyncio.Task[None]] = set()
         self.sending: set[str] = set()  # files in a batch of this lane now: a second transfer of one waits for it
         # Bytes per second, in pieces of at most a tenth of a second's worth (aiolimiter takes no more than its rate).
         rate = peer.bandwidth_mbps * 1e6 / 8 if peer.bandwidth_mbps else None
         self._limiter = AsyncLimiter(rate, 1.0) if rate else None
         self._piece = max(1, int(rate / 10)) if rate else 0
+
+    def unreachable(self) -> float:
+        """The peer could not be reached: how long the lane's files wait before it is tried again (doubling, capped)."""
+        self._link_wait_s = min(self._link_wait_cap_s, max(self._link_wait_base_s, self._link_wait_s * 2))
+        return self._link_wait_s
+
+    def reachable(self) -> float:
+        """The peer answered: the lane's link is up again."""
+        self._link_wait_s = 0.0
+        return 0.0
+
+    def waiting_for_link(self) -> bool:
+        """The last batch found the peer unreachable: send one probe at a time until it answers."""
+        return self._link_wait_s > 0
 
     @property
     def busy(self) -> bool:

@@ -55,6 +55,9 @@ class Failed:
     name: str
     reason: str
     permanent: bool = False  # e.g. another file by that name at the destination: retrying changes nothing
+    # The peer could not be reached (the link or the peer is down): the link's fault, not the file's. It does not use
+    # up the file's attempts, however long the outage; the lane waits and tries again.
+    unreachable: bool = False
 
 
 Outcome = Delivered | Failed

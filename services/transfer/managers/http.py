@@ -24,7 +24,7 @@ from services.transfer.managers.base import (
 from services.transfer.peer_access import ingest_url, peer_token
 from shared.client.replicas import ReplicaRefused, push_replica
 from shared.errors import ObsflowError
-from shared.failures import describe
+from shared.failures import describe, is_transient
 from shared.settings import PeerSettings
 
 
@@ -56,7 +56,7 @@ class HttpPushManager:
         except ReplicaRefused as e:
             return Failed(file.name, str(e), permanent=not e.retryable)
         except ObsflowError as e:
-            return Failed(file.name, describe(e))
+            return Failed(file.name, describe(e), unreachable=is_transient(e))
         return Delivered(file.name, already=result.already)
 
     async def close(self) -> None:

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
-from shared.client.replicas import ReplicaRefused, adopt_local_replica
 
 from services.transfer.managers.base import (
     BatchJournal,
@@ -25,8 +24,9 @@ from services.transfer.managers.base import (
 )
 from services.transfer.peer_access import ingest_url, peer_token
 from shared.api.ingest import ReplicaFile
+from shared.client.replicas import ReplicaRefused, adopt_local_replica
 from shared.errors import ConfigurationError, ObsflowError
-from shared.failures import describe
+from shared.failures import describe, is_transient
 from shared.settings import PeerSettings
 
 CHUNK = 8 * 1024 * 1024
@@ -93,7 +93,7 @@ async def _adopt(session: aiohttp.ClientSession, base: str, token: str, record: 
     except ReplicaRefused as e:
         return Failed(record.name, str(e), permanent=not e.retryable)
     except ObsflowError as e:
-        return Failed(record.name, describe(e))
+        return Failed(record.name, describe(e), unreachable=is_transient(e))
     return Delivered(record.name, already=result.already)
 
 
