@@ -81,6 +81,7 @@ class TransferDispatcher:
                                  link_wait_cap_s=min(60.0, options.backoff_cap_s))
                       for name, peer in self.peers.items()}
         self._forwarding: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}  # batch id -> the task sending it
         self.wakeup = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -106,12 +107,6 @@ class TransferDispatcher:
                 return
             try:
                 backoff.reset()
-                async with self.pool.acquire() as conn:
-                    unfinished = await repository.open_batches(conn)
-                if unfinished:
-                    log.warning("transfer_batches_resumed", batches=len(unfinished))
-                for batch in unfinished:
-                    self._launch(self.lanes.get(batch.peer), batch)
 
                 async def tick() -> None:
                     if leader.lost():
@@ -124,10 +119,20 @@ class TransferDispatcher:
                 await self._stop_batches()
 
     async def tick(self) -> None:
-        """One pass: every due transfer to its next hop; a batch started on every lane that has room."""
+        """One pass: open batches no task sends (the last leader died in them, or their task met an outage) sent
+        again under their ids; then every due transfer to its next hop, a batch started on every lane with room."""
         async with self.pool.acquire() as conn:
+            unfinished = [b for b in await repository.open_batches(conn) if b.batch_id not in self._running]
             due = await repository.due_transfers(conn, self.site, max_attempts=self.options.max_attempts,
                                                  limit=self.options.dispatch_window)
+        if unfinished:
+            log.warning("transfer_batches_resumed", batches=len(unfinished))
+        for open_batch in unfinished:
+            lane = self.lanes.get(open_batch.peer)
+            if lane is None:
+                await self._end_orphan(open_batch)
+            else:
+                self._launch(lane, open_batch)
         by_lane: dict[str, list[DueTransfer]] = {}
         for transfer in due:
             hop = next_hop(self.peers, transfer.destination, {*transfer.holders, self.site})
@@ -169,19 +174,30 @@ class TransferDispatcher:
             await repository.start_batch(conn, open_batch.batch_id, lane.peer.name, manager, open_batch.items)
         self._launch(lane, open_batch)
 
-    def _launch(self, lane: Lane | None, batch: OpenBatch) -> None:
-        if lane is None:
-            log.error("transfer_batch_orphaned", batch_id=batch.batch_id, peer=batch.peer,
-                      reason="the peer is no longer declared; its files stay in flight until it is declared again")
-            return
+    async def _end_orphan(self, batch: OpenBatch) -> None:
+        """A batch to a peer no longer declared: each of its files failed (counted), with the reason."""
+        reason = f"{batch.peer} is no longer a declared peer of {self.site}"
+        results = [Result(name, destination, "failed", reason) for name, destination in batch.items]
+        async with self.pool.acquire() as conn, conn.transaction():
+            await repository.finish_batch(conn, batch.batch_id, results,
+                                          retry_delays_s=[self.options.backoff_cap_s] * len(results))
+        log.warning("transfer_batch_orphaned", batch_id=batch.batch_id, peer=batch.peer, reason=reason)
+
+    def _launch(self, lane: Lane, batch: OpenBatch) -> None:
         files = {name for name, _ in batch.items}
         lane.sending |= files
         task = asyncio.create_task(self._send(lane, batch), name=f"transfer-batch-{batch.batch_id}")
         lane.batches.add(task)
+        self._running[batch.batch_id] = task
 
         def ended(done: asyncio.Task[None]) -> None:
             lane.batches.discard(done)
             lane.sending -= files
+            self._running.pop(batch.batch_id, None)
+            if not done.cancelled() and (error := done.exception()) is not None:
+                # Its batch stays open in the schema: the next pass sends it again under the same id.
+                log.warning("transfer_batch_interrupted", batch_id=batch.batch_id, peer=batch.peer,
+                            error=describe(error))
 
         task.add_done_callback(ended)
 
