@@ -25,9 +25,13 @@ DELIVERED = ("delivered", "already")  # attempt outcomes that leave a copy at th
 OUTCOMES = (*DELIVERED, "failed")
 
 # $1 is max_attempts in every query that uses it.
-TRANSFER_STATE = """CASE
-    WHEN t.delivered_at IS NOT NULL OR EXISTS (
-        SELECT 1 FROM instances i WHERE i.file_name = t.file_name AND i.site = t.destination) THEN 'done'
+# A copy at the destination counts only if another site holds the same content: a file of that name the destination
+# minted itself with other content (a conflict) does not make the transfer done.
+ARRIVED = """EXISTS (SELECT 1 FROM instances d WHERE d.file_name = t.file_name AND d.site = t.destination
+    AND EXISTS (SELECT 1 FROM instances s WHERE s.file_name = d.file_name AND s.site <> d.site
+                AND s.checksum = d.checksum))"""
+TRANSFER_STATE = f"""CASE
+    WHEN t.delivered_at IS NOT NULL OR {ARRIVED} THEN 'done'
     WHEN EXISTS (
         SELECT 1 FROM attempts a WHERE a.file_name = t.file_name AND a.destination = t.destination
         AND a.outcome IS NULL) THEN 'in_flight'
@@ -242,7 +246,8 @@ async def due_transfers(conn: asyncpg.Connection, site: str, *, max_attempts: in
         "SELECT t.file_name, t.destination, t.attempts,"
         "  (SELECT o.manager FROM orders o WHERE o.order_id = ANY(t.order_ids) AND o.manager IS NOT NULL"
         "   ORDER BY o.created_at LIMIT 1) AS manager,"
-        "  ARRAY(SELECT i.site FROM instances i WHERE i.file_name = t.file_name"
+        "  ARRAY(SELECT i.site FROM instances i JOIN instances mine ON mine.file_name = i.file_name"
+        "   AND mine.site = $3 AND mine.checksum = i.checksum WHERE i.file_name = t.file_name"
         "   UNION SELECT b.peer FROM attempts a JOIN batches b USING (batch_id)"
         "   WHERE a.file_name = t.file_name AND a.outcome IN ('delivered', 'already')) AS holders"
         " FROM transfers t"
@@ -250,7 +255,7 @@ async def due_transfers(conn: asyncpg.Connection, site: str, *, max_attempts: in
         "  AND t.attempts < $1"
         "  AND EXISTS (SELECT 1 FROM files f JOIN instances i ON i.file_name = f.name AND i.checksum = f.checksum"
         "   WHERE f.name = t.file_name AND i.site = $3)"
-        "  AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.file_name = t.file_name AND i.site = t.destination)"
+        f"  AND NOT {ARRIVED}"
         "  AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.file_name = t.file_name"
         "   AND a.destination = t.destination AND a.outcome IS NULL)"
         " ORDER BY t.priority DESC, t.next_attempt_at, t.file_name LIMIT $2",

@@ -30,7 +30,7 @@ def transfer_handlers(site: str) -> Mapping[str, StreamHandler]:
         rows = [(p.name, p.size, p.checksum, p.model_dump_json()) for p in _payloads(events, FileMinted)]
         await conn.executemany(
             "INSERT INTO files (name, size, checksum, minted) VALUES ($1, $2, $3, $4::jsonb)"
-            " ON CONFLICT (name) DO NOTHING", rows,
+            " ON CONFLICT (name, checksum) DO NOTHING", rows,
         )
 
     async def on_created(conn: asyncpg.Connection, events: Sequence[Event]) -> None:

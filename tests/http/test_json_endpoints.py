@@ -33,9 +33,14 @@ TAKES_OBJECT = {
     ("scheduler", "/api/v1/workflows"): False,
     ("scheduler", "/api/v1/runs"): False,
     ("scheduler", "/api/v1/runs/{run_id}/retry"): True,
+    ("ingest", "/api/v1/replicas"): False,
+    ("ingest", "/api/v1/replicas/local"): False,
+    ("transfer", "/api/v1/orders"): False,
+    ("transfer", "/api/v1/forwards"): False,
 }
 TOKENS = "/api/v1/tokens"  # every service serves it
-TAKES_NO_BODY = {("catalog", "/api/v1/sessions/{session_id}/close")}
+TAKES_NO_BODY = {("catalog", "/api/v1/sessions/{session_id}/close"), ("transfer", "/api/v1/orders/{order_id}/pause"),
+                 ("transfer", "/api/v1/orders/{order_id}/resume")}
 READ_TIMEOUT_S = 1.0
 
 

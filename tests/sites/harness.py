@@ -71,16 +71,20 @@ class SiteUnderTest:
         """One value from `service`'s own schema."""
         return await self.runners[service].ctx.pool.fetchval(sql, *args)
 
+    async def announce_path(self, channel: aio_pika.abc.AbstractChannel, path: Path) -> None:
+        """Announce a file the test wrote beneath `incoming`."""
+        exchange = await channel.get_exchange(f"{self.settings.bus.prefix}.events")
+        announced = ObservationAnnounced(path=str(path), file_type="uvh5")
+        await publish_event(exchange, new_event(announced, site=self.name, producer="correlator"))
+
     async def announce(self, channel: aio_pika.abc.AbstractChannel, names: Sequence[str], size: int) -> list[Path]:
         """A correlator writes `names` (each `size` bytes, content unique to the file) and announces them."""
-        exchange = await channel.get_exchange(f"{self.settings.bus.prefix}.events")
         paths = []
         for name in names:
             path = self.incoming / name
             line = f"{self.name} {name}\n".encode()
             path.write_bytes((line * (size // len(line) + 1))[:size])
-            announced = ObservationAnnounced(path=str(path), file_type="uvh5")
-            await publish_event(exchange, new_event(announced, site=self.name, producer="correlator"))
+            await self.announce_path(channel, path)
             paths.append(path)
         return paths
 

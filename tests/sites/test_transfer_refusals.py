@@ -1,13 +1,16 @@
 """Bad input between sites: a byte damaged on the way (the destination refuses, the retry succeeds), a peer that
-refuses this site's token or answers 500, a destination whose store is full or read-only. Each is a failed attempt
-with the peer's reason, shown in `obsflow transfers stuck` with its next retry; nothing is recorded at the
-destination that is not verified; fixed at the peer, it goes through."""
+refuses this site's token, a peer that answers 500 (waited out, its files' attempts not used up), a file the peer
+refuses for good (failed at once, transfer.failed), a destination whose store is full or read-only. Each shows in
+`obsflow transfers stuck` with the peer's reason and its next retry; nothing is recorded at the destination that is
+not verified; fixed at the peer, it goes through."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +91,20 @@ async def _nothing_stuck(site: SiteUnderTest) -> bool:
     return not await stuck_reasons(site)
 
 
-@contextlib.asynccontextmanager
-async def broken_peer() -> AsyncIterator[str]:
+@dataclass
+class BrokenPeer:
     """A server where a peer's ingest should be that answers every request with a 500 (a broken proxy, a bug)."""
+
+    url: str = ""
+    requests: int = 0
+
+
+@contextlib.asynccontextmanager
+async def broken_peer() -> AsyncIterator[BrokenPeer]:
+    peer = BrokenPeer()
+
     async def fail(_request: web.Request) -> web.Response:
+        peer.requests += 1
         return web.Response(status=500, text="internal error of a broken peer")
 
     app = web.Application()
@@ -100,36 +113,62 @@ async def broken_peer() -> AsyncIterator[str]:
     await runner.setup()
     port = free_port_block(1)
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    peer.url = f"http://127.0.0.1:{port}"
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield peer
     finally:
         await runner.cleanup()
 
 
-async def test_a_peer_answering_500_is_retried_with_backoff(settings: Settings, amqp, tmp_path: Path) -> None:
-    async with broken_peer() as url:
-        overrides = {("karoo", "nrao"): {"http_url": url}}
-        async with replicating(settings, tmp_path, peer_overrides=overrides,
-                               transfer={"max_attempts": 3}) as sites:
+async def test_a_peer_answering_500_is_waited_out_with_backoff_using_up_no_attempt(
+    settings: Settings, amqp, tmp_path: Path
+) -> None:
+    async with broken_peer() as peer:
+        overrides = {("karoo", "nrao"): {"http_url": peer.url}}
+        async with replicating(settings, tmp_path, peer_overrides=overrides, transfer={"max_attempts": 2}) as sites:
             karoo = sites["karoo"]
             await karoo.announce(await amqp.channel(), names(2), 1024)
             await wait_for(stuck_with(karoo, "500"), DEADLINE_S)
+            first = peer.requests
 
-            async def gave_up() -> bool:
-                listed = await transfers_listed(karoo, "/api/v1/transfers?state=failed")
-                return len(listed["transfers"]) == 2
+            async def probed(times: int) -> bool:
+                return peer.requests >= first + times
 
-            await wait_for(gave_up, DEADLINE_S)  # three attempts each, with backoff between them, then failed
+            # The lane probes with one file at a time, waiting 0.5 s, 1 s, 2 s (the test's cap) between probes: a
+            # broken peer is not hammered, and the files' attempts are not used up (it is the peer's fault).
+            started = asyncio.get_running_loop().time()
+            await wait_for(lambda: probed(3), DEADLINE_S)
+            assert asyncio.get_running_loop().time() - started >= 0.5 + 1.0
             rows = await karoo.runners["transfer"].ctx.pool.fetch(  # type: ignore[union-attr]
-                "SELECT attempts, last_attempt_at - created_at AS took FROM transfers")
-            assert [r["attempts"] for r in rows] == [3, 3]
-            assert all(r["took"].total_seconds() >= 0.5 + 1.0 for r in rows)  # waited 0.5 s, then 1 s
-            # Giving up is announced once per transfer (operators' notices are fed from it), with the reason.
-            bodies = await karoo.runners["transfer"].ctx.pool.fetch(  # type: ignore[union-attr]
-                "SELECT body FROM outbox WHERE event_type = 'transfer.failed'")
-            events = [json.loads(b["body"])["payload"] for b in bodies]
-            assert len(events) == 2 and all(e["attempts"] == 3 and "500" in e["reason"] and not e["permanent"]
-                                            for e in events)
+                "SELECT attempts, last_error FROM transfers")
+            assert len(rows) == 2 and all(r["attempts"] == 0 and "500" in r["last_error"] for r in rows)
+            listed = await transfers_listed(karoo, "/api/v1/transfers?state=queued")
+            assert len(listed["transfers"]) == 2  # waiting for the peer, not failed
+            assert await karoo.fetchval(
+                "transfer", "SELECT count(*) FROM outbox WHERE event_type = 'transfer.failed'") == 0
+
+
+async def test_a_file_the_peer_refuses_for_good_fails_once_and_says_so(settings: Settings, amqp,
+                                                                       tmp_path: Path) -> None:
+    async with replicating(settings, tmp_path) as sites:
+        karoo, nrao = sites["karoo"], sites["nrao"]
+        (name,) = names(1)
+        # nrao already has another file of this name (its own upload): karoo's copy can never be recorded there.
+        (nrao.incoming / name).write_bytes(b"nrao's own content")
+        await nrao.announce_path(await amqp.channel(), nrao.incoming / name)
+        await wait_for(lambda: count_at_least(nrao, "ingest", "SELECT count(*) FROM files", 1), DEADLINE_S)
+        await karoo.announce(await amqp.channel(), [name], 1024)
+
+        async def failed() -> bool:
+            return len((await transfers_listed(karoo, "/api/v1/transfers?state=failed"))["transfers"]) == 1
+
+        await wait_for(failed, DEADLINE_S)
+        (stuck,) = (await transfers_listed(karoo, "/api/v1/transfers/stuck"))["transfers"]
+        assert "name_conflict" in stuck["last_error"] and stuck["attempts"] == 1
+        bodies = await karoo.runners["transfer"].ctx.pool.fetch(  # type: ignore[union-attr]
+            "SELECT body FROM outbox WHERE event_type = 'transfer.failed'")
+        (event,) = [json.loads(b["body"])["payload"] for b in bodies]
+        assert event["permanent"] and event["file_name"] == name and "name_conflict" in event["reason"]
 
 
 @pytest.mark.parametrize("store", [{"capacity_bytes": 2048}, {"state": "read-only"}], ids=["full", "read-only"])

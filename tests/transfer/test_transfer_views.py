@@ -45,9 +45,9 @@ async def _fail(conn: asyncpg.Connection, batch: str, name: str, destination: st
         await repository.finish_batch(conn, f"{batch}-{i}", [failed], retry_delays_s=[SOON_S])
 
 
-async def _instance(conn: asyncpg.Connection, name: str, site: str, path: str) -> None:
+async def _instance(conn: asyncpg.Connection, name: str, site: str, path: str, checksum: str = "xxh3-128:00") -> None:
     """An instance.created of `site`, applied by the service's own stream handler."""
-    created = InstanceCreated(file_name=name, site=site, store="main", path=path, size=5, checksum="xxh3-128:00",
+    created = InstanceCreated(file_name=name, site=site, store="main", path=path, size=5, checksum=checksum,
                               verified_at=datetime.now(UTC))
     handler = transfer_handlers("karoo")[InstanceCreated.event_type]
     assert isinstance(handler, Batched)
@@ -56,16 +56,20 @@ async def _instance(conn: asyncpg.Connection, name: str, site: str, path: str) -
 
 async def _facts(conn: asyncpg.Connection) -> None:
     """One transfer in each state, for nrao; one for penn."""
-    names = ("a.queued", "b.in_flight", "c.delivered", "d.held", "e.failed", "f.retrying", "g.recovered")
+    names = ("a.queued", "b.in_flight", "c.delivered", "d.held", "e.failed", "f.retrying", "g.recovered", "h.conflict")
     await repository.want_transfers(conn, [(name, PEER, "order-1", 0) for name in names])
     await repository.want_transfers(conn, [("a.queued", "penn", "order-2", 7)])
     await repository.start_batch(conn, "batch-b", PEER, "http", [("b.in_flight", PEER)])
     await repository.start_batch(conn, "batch-c", PEER, "http", [("c.delivered", PEER)])
     await repository.finish_batch(conn, "batch-c", [Result("c.delivered", PEER, "delivered", bytes=5,
                                                            reached_destination=True)], retry_delays_s=[0.0])
-    # A copy at the destination heard of (instance.created of nrao): done without any attempt of ours.
+    # A copy at the destination heard of (instance.created of nrao), with the content of ours: done without any
+    # attempt of ours. One of another content there (nrao minted that name itself: a conflict) does not count.
+    for name in ("a.queued", "d.held", "h.conflict"):
+        await _instance(conn, name, "karoo", f"/store/{name}")
     await _instance(conn, "d.held", PEER, "/d.held")
     await _instance(conn, "a.queued", "penn", "/a")
+    await _instance(conn, "h.conflict", PEER, "/h.conflict", checksum="xxh3-128:ff")
     await _fail(conn, "batch-e", "e.failed", PEER, MAX_ATTEMPTS)
     await _fail(conn, "batch-f", "f.retrying", PEER, MAX_ATTEMPTS - 1)
     await _fail(conn, "batch-g", "g.recovered", PEER, MAX_ATTEMPTS)
@@ -85,7 +89,7 @@ async def test_states_are_derived_from_the_facts(transfer_pool: asyncpg.Pool) ->
     assert _states(rows) == {
         ("a.queued", PEER): "queued", ("a.queued", "penn"): "done", ("b.in_flight", PEER): "in_flight",
         ("c.delivered", PEER): "done", ("d.held", PEER): "done", ("e.failed", PEER): "failed",
-        ("f.retrying", PEER): "queued", ("g.recovered", PEER): "done",
+        ("f.retrying", PEER): "queued", ("g.recovered", PEER): "done", ("h.conflict", PEER): "queued",
     }
     by_key = {(r["file_name"], r["destination"]): r for r in rows}
     failed = by_key[("e.failed", PEER)]
@@ -98,7 +102,7 @@ async def test_states_are_derived_from_the_facts(transfer_pool: asyncpg.Pool) ->
     # With a higher bound the same facts are not failed yet.
     assert _states(await repository.list_transfers(transfer_pool, MAX_ATTEMPTS + 1, Page()))[
         ("e.failed", PEER)] == "queued"
-    for state, expected in (("queued", {"a.queued", "f.retrying"}), ("in_flight", {"b.in_flight"}),
+    for state, expected in (("queued", {"a.queued", "f.retrying", "h.conflict"}), ("in_flight", {"b.in_flight"}),
                             ("failed", {"e.failed"}), ("done", {"a.queued", "c.delivered", "d.held", "g.recovered"})):
         listed = await repository.list_transfers(transfer_pool, MAX_ATTEMPTS, Page(state=state))
         assert {r["file_name"] for r in listed} == expected, state
@@ -165,7 +169,8 @@ async def test_the_http_views(settings: Settings) -> None:
             after = first["next_cursor"]
             status, rest, _ = await api.call("GET", f"/transfers?destination={PEER}&limit=4&after={after}")
             assert [t["file_name"] for t in first["transfers"] + rest["transfers"]] == [
-                "a.queued", "b.in_flight", "c.delivered", "d.held", "e.failed", "f.retrying", "g.recovered"]
+                "a.queued", "b.in_flight", "c.delivered", "d.held", "e.failed", "f.retrying", "g.recovered",
+                "h.conflict"]
             status, stuck, _ = await api.call("GET", "/transfers/stuck")
             assert status == 200 and [t["file_name"] for t in stuck["transfers"]] == ["e.failed", "f.retrying"]
             assert stuck["transfers"][0]["last_error"] == f"timed out ({MAX_ATTEMPTS})"

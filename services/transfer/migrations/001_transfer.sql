@@ -20,12 +20,15 @@ CREATE TABLE orders (
 CREATE INDEX orders_live ON orders (created_at) WHERE deleted_at IS NULL;
 
 -- Every file minted anywhere that this site has heard of (file.minted of any site): what a replica claim carries.
+-- By name and checksum: two sites minting one name with different content are two records (the catalog reports
+-- the conflict); a copy is always sent with the record of its own content.
 CREATE TABLE files (
-    name      text PRIMARY KEY,
+    name      text NOT NULL,
     size      bigint NOT NULL CHECK (size >= 0),
     checksum  text NOT NULL,
     minted    jsonb NOT NULL,  -- the file.minted payload, as the origin said it
-    seen_at   timestamptz NOT NULL DEFAULT now()
+    seen_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (name, checksum)
 );
 
 -- Verified instances at every site (instance.created / instance.deleted of any site, this one's included).
