@@ -3,10 +3,9 @@ ports and secret; every byte and event between two sites goes through a `SiteLin
 
 A site runs ingest, catalog and transfer in-process (the services site-to-site work needs), or any of them as
 `obsflow service NAME` in a process of its own (`start_process`) that a test can SIGKILL: the site's settings go to
-it in its environment, as OBSFLOW_* variables. Its peers are declared
-as a user declares them, `[[peers]]` with URLs that point at the link's proxies; tokens are issued by each
-destination's own secret into files, as an operator would hand them out; the shovels are set up by `obsflow setup`'s
-own code.
+it in its environment, as OBSFLOW_* variables. Its peers are declared as a user declares them, `[[peers]]` with URLs
+that point at the link's proxies; tokens are issued by each destination's own secret into files, as an operator
+would hand them out; the shovels are set up by `obsflow setup`'s own code.
 """
 
 from __future__ import annotations

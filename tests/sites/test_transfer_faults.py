@@ -7,8 +7,9 @@ The sites' schemas are on a PostgreSQL cluster of the session's own (`private_po
 two of them processes of their own, holds some fifty connections, and the machine's cluster is shared.
 
 Files are 1 MiB and the source sends at most `bandwidth_mbps` to the peer, so batches are really in flight when the
-fault comes. `OBSFLOW_TEST_FAULT_FILES` (default 24) and `OBSFLOW_TEST_FAULT_MBPS` (default 40) make a longer
-version (e.g. 200 files).
+fault comes (the broker test sends at a quarter of it: the bytes must still be moving while the broker is down).
+`OBSFLOW_TEST_FAULT_FILES` (default 24) and `OBSFLOW_TEST_FAULT_MBPS` (default 40) make a longer version (e.g. 120
+files); `OBSFLOW_TEST_FAULT_DEADLINE_S` (default 240) bounds each wait.
 """
 
 from __future__ import annotations
