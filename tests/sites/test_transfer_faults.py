@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -119,6 +120,12 @@ async def assert_replicated(sites: Sites) -> None:
     assert await karoo.fetchval("transfer", OPEN_BATCHES) == 0
 
 
+def logged(site: SiteUnderTest, service: str, event: str) -> list[dict[str, Any]]:
+    """The lines of `event` in the log of the site's `service` process (JSON lines)."""
+    lines = (json.loads(line) for line in site.log(service).read_text().splitlines() if line.startswith("{"))
+    return [line for line in lines if line.get("event") == event]
+
+
 def uploading(site: SiteUnderTest) -> bool:
     """Whether the site's ingest is receiving bytes: an upload staged in its store, not yet committed."""
     staging = site.settings.stores[0].root / "staging"
@@ -149,7 +156,9 @@ async def test_the_source_transfer_killed_mid_batch_resumes_its_batches(
         await karoo.start_process("transfer")
 
         # The batches the killed process left open are sent again under their ids, and ended.
-        await wait_for(lambda: "transfer_batches_resumed" in karoo.log("transfer").read_text(), DEADLINE_S, POLL_S)
+        await wait_for(lambda: logged(karoo, "transfer", "transfer_batches_resumed"), DEADLINE_S, POLL_S)
+        resumed = logged(karoo, "transfer", "transfer_batches_resumed")
+        assert [line["batches"] for line in resumed] == [len(open_at_kill)]
         ended = "SELECT count(*) FROM batches WHERE batch_id = ANY($1::text[]) AND ended_at IS NOT NULL"
 
         async def resumed_ended() -> bool:
