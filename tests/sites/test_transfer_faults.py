@@ -127,8 +127,11 @@ def logged(site: SiteUnderTest, service: str, event: str) -> list[dict[str, Any]
 
 
 def uploading(site: SiteUnderTest) -> bool:
-    """Whether the site's ingest is receiving bytes: an upload staged in its store, not yet committed."""
-    staging = site.settings.stores[0].root / "staging"
+    """Whether the site's ingest is receiving bytes: an upload staged in its store, not yet committed (the burst
+    must not have ended meanwhile)."""
+    staging, store = site.settings.stores[0].root / "staging", site.settings.stores[0].root / "main"
+    if store.is_dir() and len(list(store.iterdir())) >= FILES:
+        raise AssertionError(f"the burst ended at {site.name} before an upload was seen in flight")
     return staging.is_dir() and any(staging.iterdir())
 
 
@@ -171,7 +174,7 @@ async def test_the_source_transfer_killed_mid_batch_resumes_its_batches(
 async def test_the_destination_transfer_and_ingest_killed_mid_burst(
     base: Settings, amqp: aio_pika.abc.AbstractConnection, tmp_path: Path,
 ) -> None:
-    async with sites_of(base, tmp_path) as sites:
+    async with sites_of(base, tmp_path, MBPS / 2) as sites:
         karoo, nrao = sites["karoo"], sites["nrao"]
         await nrao.start_process("ingest")
         await nrao.start("catalog")
@@ -180,12 +183,11 @@ async def test_the_destination_transfer_and_ingest_killed_mid_burst(
         await burst(karoo, await amqp.channel())
         await mid_burst(karoo, nrao)
 
-        # nrao's transfer only consumes events here (it hears of every instance); its ingest receives the bytes,
-        # and is killed mid-PUT: while karoo's pushes are in flight into it, an upload staged.
-        await nrao.kill("transfer")
-        await wait_for(lambda: at_least(karoo, "transfer", OPEN_BATCHES, 1), DEADLINE_S, POLL_S)
-        await wait_for(lambda: uploading(nrao), DEADLINE_S, POLL_S)
+        # nrao's ingest receives the bytes: it is killed mid-PUT (an upload staged, karoo's pushes in flight into it).
+        # nrao's transfer only consumes events here (it hears of every instance): it is killed too.
+        await wait_for(lambda: uploading(nrao), DEADLINE_S, 0.05)
         await nrao.kill("ingest")
+        await nrao.kill("transfer")
         assert await nrao.fetchval("ingest", AT_NRAO) < FILES
         # While nrao's ingest is down, karoo's pushes fail and wait for their retry.
         await wait_for(lambda: at_least(karoo, "transfer", "SELECT count(*) FROM attempts WHERE outcome = 'failed'",
