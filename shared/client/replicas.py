@@ -4,8 +4,8 @@
 
 The claim goes first (`POST /api/v1/replicas`): a peer that holds the file already with that checksum says so and no
 byte is sent (`ReplicaResult.already`). Otherwise the instance's bytes are streamed to the ticket's URL from disk,
-in chunks read in a thread (never whole in memory), `progress(nbytes)` awaited after each (a bandwidth cap sleeps
-there). The peer verifies every byte against the record before it records anything.
+in chunks read in a thread (never whole in memory), `progress(nbytes)` awaited before each is sent (a bandwidth cap
+sleeps there). The peer verifies every byte against the record before it records anything.
 
 What can go wrong is typed, so a transfer knows whether to try again:
 - `ReplicaRefused` (the peer's refusal: `code`, `message`, `status`): `retryable` for corruption in transit (422) and
@@ -165,10 +165,12 @@ class _Chunks:
             if not chunk:
                 self.failure = OSError(f"the file ended after {self.sent} of {self._size} bytes")
                 raise self.failure
+            if self._progress is not None:
+                # Before the bytes leave: the request's answer may come while its body's writer still runs, and the
+                # transfer would then be over without the cap's wait for its last chunk.
+                await self._progress(len(chunk))
             yield chunk
             self.sent += len(chunk)
-            if self._progress is not None:
-                await self._progress(len(chunk))
 
 
 class _PeerCall:

@@ -3,6 +3,7 @@ what the origin minted before it records anything, and emits only instance.creat
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -346,6 +347,25 @@ async def test_push_replica_streams_the_bytes_and_short_cuts_a_file_already_held
     assert await counts(ingest.ctx.pool) == (1, 1, 0)
     assert len(await outbox_events(ingest.ctx.pool, "instance.created")) == 1
     assert await outbox_events(ingest.ctx.pool, "file.minted") == []
+
+
+async def test_push_replica_waits_for_the_cap_of_every_chunk_before_it_returns(
+    ingest: ServiceRunner, tmp_path: Path
+) -> None:
+    # A file of one chunk: the peer answers once it has the bytes, so a cap waited for after them would be cut short.
+    data = os.urandom(256 * 1024)
+    source = write_file(tmp_path / "karoo-store" / NAME, data)
+    peer = Peer(ingest)
+    token = peer.headers["Authorization"].removeprefix("Bearer ")
+    spent: list[int] = []
+
+    async def slow_cap(nbytes: int) -> None:  # a bandwidth cap that lets these bytes go only after a while
+        await asyncio.sleep(0.5)
+        spent.append(nbytes)
+
+    async with aiohttp.ClientSession() as session:
+        result = await push_replica(session, peer.base, token, record_of(data), source, progress=slow_cap)
+    assert result.delivered and spent == [len(data)]
 
 
 async def test_push_replica_says_what_went_wrong_and_whether_to_try_again(

@@ -1,23 +1,33 @@
 """Two or three whole sites on one machine, linked the way sites are: each its own schemas, bus prefix, stores,
 ports and secret; every byte and event between two sites goes through a `SiteLink` the test can cut for real.
 
-A site runs ingest, catalog and transfer in-process (the services site-to-site work needs). Its peers are declared
-as a user declares them, `[[peers]]` with URLs that point at the link's proxies; tokens are issued by each
-destination's own secret into files, as an operator would hand them out; the shovels are set up by `obsflow setup`'s
-own code.
+A site runs ingest, catalog and transfer in-process (the services site-to-site work needs), or any of them as
+`obsflow service NAME` in a process of its own (`start_process`) that a test can SIGKILL: the site's settings go to
+it in its environment, as OBSFLOW_* variables. Its peers are declared as a user declares them, `[[peers]]` with URLs
+that point at the link's proxies; tokens are issued by each destination's own secret into files, as an operator
+would hand them out; the shovels are set up by `obsflow setup`'s own code.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import os
 import secrets
+import signal
+import sys
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aiohttp
+import asyncpg
 from pydantic import SecretStr
+from yarl import URL
 
 from services.catalog.service import SPEC as CATALOG
 from services.ingest.service import SPEC as INGEST
@@ -30,10 +40,13 @@ from shared.events.types import ObservationAnnounced
 from shared.runner import ServiceRunner
 from shared.settings import PeerSettings, Settings, StoreSettings
 from tests.infra import free_port_block
+from tests.private_servers import PrivateRabbitMQ
 from tests.sites.link import CutMode, Link
 
-AMQP_PORT = 5672
 DAY = 86400.0
+REPO = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S = 120.0  # a service's process starting on a busy 2-core machine
+STOP_GRACE_S = 20.0
 
 
 @dataclass
@@ -45,6 +58,7 @@ class SiteUnderTest:
     incoming: Path
     landing: Path
     runners: dict[str, ServiceRunner] = field(default_factory=dict)
+    processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.settings.http_port(service)}"
@@ -62,14 +76,79 @@ class SiteUnderTest:
             self.runners[name] = runner
 
     async def stop(self, *services: str) -> None:
-        for name in services or list(reversed(self.runners)):
+        for name in services or [*reversed(self.processes), *reversed(self.runners)]:
             runner = self.runners.pop(name, None)
             if runner is not None:
                 await runner.stop()
+            await self._terminate(name)
+
+    def log(self, service: str) -> Path:
+        """Where the output of `service`'s process goes (appended to, start after start)."""
+        return self.landing.parent / f"{service}.log"
+
+    def env(self) -> dict[str, str]:
+        """The caller's environment without obsflow settings, plus this site's settings (secrets included) and the
+        worktree on PYTHONPATH."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OBSFLOW_")}
+        values = self.settings.model_dump(mode="json", exclude_none=True, exclude={"auth_secret"})
+        env.update({f"OBSFLOW_{key.upper()}": value if isinstance(value, str) else json.dumps(value)
+                    for key, value in values.items()})
+        if self.settings.auth_secret is not None:
+            env["OBSFLOW_AUTH_SECRET"] = self.settings.auth_secret.get_secret_value()
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        return env
+
+    async def start_process(self, service: str) -> None:
+        """`obsflow service NAME` in a process of its own, its output appended to `log(service)`; returns once its
+        /readyz answers 200."""
+        with self.log(service).open("ab") as out:
+            self.processes[service] = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "shared.cli.main", "service", service, env=self.env(), cwd=self.landing.parent,
+                stdout=out, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            )
+        await self.wait_ready(service)
+
+    async def wait_ready(self, service: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Until `service`'s process answers /readyz with 200; RuntimeError (with its log's end) if it exits or
+        does not get there in time."""
+        process, deadline = self.processes[service], time.monotonic() + timeout_s
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            while process.returncode is None and time.monotonic() < deadline:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(f"{self.url(service)}/readyz") as answer:
+                        if answer.status == 200:
+                            return
+                await asyncio.sleep(0.3)  # a poll interval between checks of a condition
+        tail = "\n".join(self.log(service).read_text(errors="replace").splitlines()[-20:])
+        raise RuntimeError(f"{self.name}'s {service} is not ready (exit status {process.returncode}):\n{tail}")
+
+    async def kill(self, service: str) -> None:
+        """SIGKILL `service`'s process (ours, by its pid) and reap it."""
+        process = self.processes.pop(service)
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+
+    async def _terminate(self, service: str) -> None:
+        process = self.processes.pop(service, None)
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_GRACE_S)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
     async def fetchval(self, service: str, sql: str, *args: Any) -> Any:
-        """One value from `service`'s own schema."""
-        return await self.runners[service].ctx.pool.fetchval(sql, *args)
+        """One value from `service`'s own schema (through its pool when it runs in-process)."""
+        if service in self.runners:
+            return await self.runners[service].ctx.pool.fetchval(sql, *args)
+        conn = await asyncpg.connect(self.settings.database_url, timeout=10,
+                                     server_settings={"search_path": self.settings.schema_for(service)})
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
 
     async def announce_path(self, channel: aio_pika.abc.AbstractChannel, path: Path) -> None:
         """Announce a file the test wrote beneath `incoming`."""
@@ -124,40 +203,43 @@ class Sites:
 async def linked_sites(
     base: Settings, tmp: Path, names: Sequence[str], *, via: Mapping[tuple[str, str], str] | None = None,
     manager: str = "http", transfer: Mapping[str, Any] | None = None, stores: Mapping[str, Any] | None = None,
-    peer_overrides: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+    peer_options: Mapping[str, Any] | None = None,
+    peer_overrides: Mapping[tuple[str, str], Mapping[str, Any]] | None = None, broker: PrivateRabbitMQ | None = None,
 ) -> AsyncIterator[Sites]:
-    """Sites `names`, each a peer of every other (`via[(a, b)] = c`: a reaches b through c; `peer_overrides[(a, b)]`
-    changes how a declares b), with their shovels set up; nothing is started (start each site's services in the test).
-    Everything is removed afterwards."""
+    """Sites `names`, each a peer of every other (`via[(a, b)] = c`: a reaches b through c; `peer_options` more
+    fields of every `[[peers]]` entry, `peer_overrides[(a, b)]` of how a declares b), with their shovels set up on
+    the broker of `base.amqp_url` (the local node, or `broker`, a private node with the management API, whose URL
+    `base.amqp_url` then is); nothing is started (start each site's services in the test). Everything is removed
+    afterwards."""
     from tests.sites.links_setup import remove_peer_links, set_up_peer_links
 
     ports = {name: free_port_block() for name in names}
-    links, proxies = await _links(names, ports)
+    links, proxies = await _links(names, ports, URL(base.amqp_url).port or 5672)
     secrets_of = {name: f"test-secret-of-{name}-{secrets.token_hex(24)}" for name in names}
     sites = {}
     for name in names:
         peers = [_peer(base, tmp, name, other, proxies[(name, other)], secrets_of[other], manager, via or {})
-                 .model_copy(update=dict((peer_overrides or {}).get((name, other), {})))
+                 .model_copy(update={**(peer_options or {}), **(peer_overrides or {}).get((name, other), {})})
                  for other in names if other != name]
         settings = _site_settings(base, tmp / name, name, ports[name], secrets_of[name], peers,
                                   dict((stores or {}).get(name, {})), dict(transfer or {}))
         sites[name] = SiteUnderTest(name, settings, tmp / name / "incoming", tmp / name / "landing")
     try:
         for site in sites.values():
-            await set_up_peer_links(site.settings)
+            await set_up_peer_links(site.settings, broker)
         yield Sites(sites, links)
     finally:
         for site in sites.values():
             await site.stop()
         for site in sites.values():
-            await remove_peer_links(site.settings)
+            await remove_peer_links(site.settings, broker)
         for link in links.values():
             for proxy in link.proxies:
                 await proxy.stop()
 
 
 async def _links(
-    names: Sequence[str], ports: Mapping[str, int]
+    names: Sequence[str], ports: Mapping[str, int], amqp_port: int
 ) -> tuple[dict[frozenset[str], SiteLink], dict[tuple[str, str], dict[str, Link]]]:
     """For every ordered pair (a, b): a's way to b's broker, ingest and transfer, each through a proxy of the link."""
     links: dict[frozenset[str], SiteLink] = {}
@@ -165,7 +247,7 @@ async def _links(
     for a in names:
         for b in (other for other in names if other != a):
             link = links.setdefault(frozenset((a, b)), SiteLink(frozenset((a, b))))
-            ends = {"amqp": Link(AMQP_PORT), "ingest": Link(ports[b]), "transfer": Link(ports[b] + 2)}
+            ends = {"amqp": Link(amqp_port), "ingest": Link(ports[b]), "transfer": Link(ports[b] + 2)}
             for proxy in ends.values():
                 await proxy.start()
                 link.proxies.append(proxy)

@@ -1,15 +1,20 @@
-"""The shovels of a test site's `[[peers]]`, set up with obsflow setup's own pieces (`peer_link`, `set_shovels`),
-with a short heartbeat and reconnect delay so a cut link is noticed (and a restored one used) within seconds."""
+"""The shovels of a test site's `[[peers]]`, set up with obsflow setup's own pieces (`peer_link`, `set_shovels`, or
+`apply_links_through_api` on a private node with the management API), with a short heartbeat and reconnect delay so a
+cut link is noticed (and a restored one used) within seconds."""
 
 from __future__ import annotations
+
+import asyncio
+import json
 
 import aio_pika
 
 from shared.bus.peers import PeerLink, shovel_uri
-from shared.provision.shovels import clear_shovel, delete_queue, set_shovels, shovel_states
+from shared.provision.broker import BrokerApi
+from shared.provision.shovels import apply_links_through_api, clear_shovel, delete_queue, set_shovels, shovel_states
 from shared.settings import Settings
 from tests.conftest import wait_for
-from tests.infra import backends
+from tests.private_servers import PrivateRabbitMQ
 
 VHOST = "/"
 
@@ -25,26 +30,47 @@ def links_of(settings: Settings) -> list[PeerLink]:
     return links
 
 
-async def set_up_peer_links(settings: Settings) -> None:
-    """Declare this site's outbound queues and set their shovels; return once every shovel runs."""
+def management_api(broker: PrivateRabbitMQ) -> BrokerApi:
+    """A private node's management API, as its administrator (guest, from the loopback interface)."""
+    return BrokerApi(broker.management_url, "guest", "guest")
+
+
+async def set_up_peer_links(settings: Settings, broker: PrivateRabbitMQ | None = None) -> None:
+    """Declare this site's outbound queues on its broker (`settings.amqp_url`) and set their shovels, with rabbitmqctl
+    on the local node or through `broker`'s management API; return once every shovel runs."""
     links = links_of(settings)
-    connection = await aio_pika.connect(backends().amqp_url)
+    connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
         channel = await connection.channel()
         await channel.declare_exchange(f"{settings.bus.prefix}.events", "topic", durable=True)
         for link in links:
             await link.declare_queue(channel)
-    await set_shovels(links)
-
-    async def running() -> bool:
-        states = await shovel_states(VHOST)
-        return all(states.get(link.shovel) == "running" for link in links)
-
-    await wait_for(running, timeout_s=60, poll_s=0.3)
+    if broker is None:
+        await set_shovels(links)
+    else:
+        await apply_links_through_api(management_api(broker), links, VHOST, settings.bus.prefix)
+    await wait_for(lambda: shovels_running(links, broker), timeout_s=60, poll_s=0.3)
 
 
-async def remove_peer_links(settings: Settings) -> None:
+async def shovels_running(links: list[PeerLink], broker: PrivateRabbitMQ | None = None) -> bool:
+    """Whether every one of `links`' shovels runs (on the local node, or on `broker`)."""
+    states = await shovel_states(VHOST) if broker is None else await private_shovel_states(broker)
+    return all(states.get(link.shovel) == "running" for link in links)
+
+
+async def private_shovel_states(broker: PrivateRabbitMQ) -> dict[str, str]:
+    """Each shovel's state on a private node (its rabbitmqctl: the node has no shovel management plugin)."""
+    done = await asyncio.to_thread(broker._ctl, "-q", "shovel_status", "--formatter", "json", check=False)
+    if done.returncode != 0:
+        return {}  # the node is not up (yet): no shovel runs
+    return {s["name"]: s["state"] for s in json.loads(done.stdout or b"[]") if s.get("vhost") == VHOST}
+
+
+async def remove_peer_links(settings: Settings, broker: PrivateRabbitMQ | None = None) -> None:
     """Clear this site's shovels and delete their queues."""
+    if broker is not None:
+        await apply_links_through_api(management_api(broker), [], VHOST, settings.bus.prefix)
+        return
     for link in links_of(settings):
         await clear_shovel(VHOST, link.shovel)
         await delete_queue(VHOST, link.queue)
