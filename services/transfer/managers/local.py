@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
-from shared.client.replicas import ReplicaRefused, adopt_local_replica
 
 from services.transfer.managers.base import (
     BatchJournal,
@@ -25,6 +24,7 @@ from services.transfer.managers.base import (
 )
 from services.transfer.peer_access import ingest_url, peer_token
 from shared.api.ingest import ReplicaFile
+from shared.client.replicas import ReplicaRefused, adopt_local_replica
 from shared.errors import ConfigurationError, ObsflowError
 from shared.failures import describe
 from shared.settings import PeerSettings
