@@ -33,6 +33,7 @@ import aiohttp
 from shared.bus import publish_event
 from shared.events import new_event
 from shared.events.types import ObservationAnnounced
+from shared.logging import configure_logging
 from shared.settings import Settings
 from tests.benchmarks.disk_copy import run_cp, write_sources
 from tests.infra import backends, delete_broker_names, drop_site_schemas
@@ -124,10 +125,10 @@ async def throughput(sites: Sites, channel: aio_pika.abc.AbstractChannel, prefix
     await wait_held(src, prefix, count)
     await wait_catalogued(src, prefix, count)
     cp = [await asyncio.to_thread(cp_seconds, paths, prefix)]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await create_order(src, prefix)
     await wait_held(dst, prefix, count)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     cp.append(await asyncio.to_thread(cp_seconds, paths, prefix))
     await asyncio.to_thread(_remove, paths)
     megabytes, cp_median = count * size / 1e6, statistics.median(cp)
@@ -136,6 +137,8 @@ async def throughput(sites: Sites, channel: aio_pika.abc.AbstractChannel, prefix
         "files_per_s": round(count / seconds, 1), "MBps": round(megabytes / seconds),
         "cp_files_per_s": round(count / cp_median, 1), "cp_MBps": round(megabytes / cp_median),
         "cp_MBps_runs": [round(megabytes / s) for s in cp], "ratio_to_cp": round(cp_median / seconds, 2),
+        # CPU of this one process (both sites' services, the link's proxies; not RabbitMQ's or PostgreSQL's)
+        "process_cpu_ms_per_file": round(cpu * 1000 / count, 1), "process_cpu_share": round(cpu / seconds, 2),
     }
 
 
@@ -197,22 +200,23 @@ def _remove(paths: Sequence[Path]) -> None:
         path.unlink(missing_ok=True)
 
 
-def _base_settings() -> Settings:
+def _base_settings(log_level: str) -> Settings:
     name = "bench" + uuid.uuid4().hex[:8]
     b = backends()
     return Settings(site=name, database_url=b.database_url, amqp_url=b.amqp_url, bus={"prefix": name},
-                    log_format="json", log_level="warning", shutdown_grace_s=5.0, db_pool_size=6,
+                    log_format="json", log_level=log_level, shutdown_grace_s=5.0, db_pool_size=6,
                     auth_secret=f"bench-secret-of-{name}-{uuid.uuid4().hex}", data_dir=ROOT / "base")
 
 
-async def run(quick: bool) -> dict[str, Any]:
+async def run(quick: bool, log_level: str) -> dict[str, Any]:
     free = shutil.disk_usage("/tmp").free
     large_size, large_count = (128 * MiB, 3) if quick else (1 * GiB, 3)
     if free < 8 * large_count * large_size:  # sources, source store, peer store, cp copy, with room to spare
         raise SystemExit(f"{free // GiB} GiB free on /tmp: not enough for {large_count} x {large_size // MiB} MiB")
     small_count, latency_count, catch_count = (200, 30, 200) if quick else (1000, 100, 1000)
     await asyncio.to_thread(lambda: (shutil.rmtree(ROOT, ignore_errors=True), ROOT.mkdir(parents=True)))
-    base = _base_settings()
+    base = _base_settings(log_level)
+    configure_logging("bench", base.site, "json", log_level)  # the services log through it, to stderr
     results: dict[str, Any] = {"quick": quick, "manager": "http", "disk_free_gib": free // GiB,
                                "throughput_timed_from": "order created over files already minted at the source"}
     connection = await aio_pika.connect_robust(base.amqp_url)
@@ -242,9 +246,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true",
                         help="3 x 128 MiB, 200 x 1 MiB, 30 latency files, a backlog of 200 (about a minute)")
+    parser.add_argument("--log-level", default="warning",
+                        help="the services' log level (info renders a few lines per file, on the same event loop)")
     args = parser.parse_args()
     subprocess.run(["sync"], check=True)
-    print(json.dumps(asyncio.run(run(args.quick))))
+    print(json.dumps(asyncio.run(run(args.quick, args.log_level))))
 
 
 if __name__ == "__main__":
