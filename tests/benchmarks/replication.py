@@ -38,6 +38,7 @@ from shared.settings import Settings
 from tests.benchmarks.disk_copy import run_cp, write_sources
 from tests.infra import backends, delete_broker_names, drop_site_schemas
 from tests.sites.harness import Sites, SiteUnderTest, linked_sites
+from tests.sites.link import Link
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -195,6 +196,40 @@ async def catch_up(sites: Sites, channel: aio_pika.abc.AbstractChannel, count: i
             "seconds_after_restore": round(seconds, 2), "files_per_s": round(backlog / seconds, 1)}
 
 
+async def loopback_cost(total: int = 256 * MiB) -> dict[str, Any]:
+    """What moving bytes over loopback costs this process, directly and through a link's proxy (the harness's part
+    of every replica's cost: a real link has no proxy in the sites' process)."""
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(MiB):
+            pass
+        writer.close()
+
+    async def stream_to(port: int) -> tuple[float, float]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        chunk, started, cpu = b"\0" * (4 * MiB), time.perf_counter(), time.process_time()
+        for _ in range(total // len(chunk)):
+            writer.write(chunk)
+            await writer.drain()
+        writer.write_eof()
+        await reader.read()
+        writer.close()
+        return time.perf_counter() - started, time.process_time() - cpu
+
+    server = await asyncio.start_server(sink, "127.0.0.1", 0)
+    link = Link(server.sockets[0].getsockname()[1])
+    await link.start()
+    try:
+        direct, proxied = await stream_to(link.target[1]), await stream_to(link.port)
+    finally:
+        await link.stop()
+        server.close()
+    return {"direct_MBps": round(total / 1e6 / direct[0]),
+            "direct_cpu_ms_per_MiB": round(direct[1] * 1e3 * MiB / total, 2),
+            "via_link_MBps": round(total / 1e6 / proxied[0]),
+            "via_link_cpu_ms_per_MiB": round(proxied[1] * 1e3 * MiB / total, 2)}
+
+
 def _remove(paths: Sequence[Path]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
@@ -219,6 +254,7 @@ async def run(quick: bool, log_level: str) -> dict[str, Any]:
     configure_logging("bench", base.site, "json", log_level)  # the services log through it, to stderr
     results: dict[str, Any] = {"quick": quick, "manager": "http", "disk_free_gib": free // GiB,
                                "throughput_timed_from": "order created over files already minted at the source"}
+    results["loopback"] = await loopback_cost()
     connection = await aio_pika.connect_robust(base.amqp_url)
     try:
         async with connection, linked_sites(base, ROOT, [SOURCE, PEER], transfer=TRANSFER) as sites:
