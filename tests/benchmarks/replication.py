@@ -29,6 +29,7 @@ from typing import Any
 
 import aio_pika
 import aiohttp
+import asyncpg
 
 from shared.bus import publish_event
 from shared.events import new_event
@@ -272,10 +273,27 @@ async def run(quick: bool, log_level: str) -> dict[str, Any]:
                 results["catch_up"]["files_per_s"] / results["small"]["files_per_s"], 2)
             print("catch_up:", results["catch_up"], file=sys.stderr)
     finally:
-        await drop_site_schemas(base.database_url, base.site)
-        await delete_broker_names({base.bus.prefix})
-        await asyncio.to_thread(shutil.rmtree, ROOT, True)
+        await clean_up(base)
     return results
+
+
+async def clean_up(base: Settings) -> None:
+    """Remove the sites' schemas, queues and exchanges and the files, each step even when another failed; the server
+    being out of connections (other work on the machine) is waited out a little."""
+    try:
+        for attempt in range(10):
+            try:
+                await drop_site_schemas(base.database_url, base.site)
+                break
+            except asyncpg.TooManyConnectionsError:
+                if attempt == 9:
+                    raise
+                await asyncio.sleep(1.0 + attempt)  # a bounded retry of a transient refusal, not a wait on a condition
+    finally:
+        try:
+            await delete_broker_names({base.bus.prefix})
+        finally:
+            await asyncio.to_thread(shutil.rmtree, ROOT, True)
 
 
 def main() -> None:
