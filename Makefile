@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: up test venv services lint typecheck bench bench-events bench-ingest bench-plan bench-copy chaos clean
+.PHONY: up test venv services lint typecheck bench bench-events bench-ingest bench-plan bench-copy bench-replication chaos clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -29,7 +29,7 @@ typecheck: venv
 test: venv services lint typecheck
 	$(VENV)/bin/pytest
 
-bench: bench-events bench-ingest bench-plan
+bench: bench-events bench-ingest bench-plan bench-replication
 
 bench-events: venv services
 	$(PY) -m tests.benchmarks.events $(ARGS)
@@ -39,6 +39,9 @@ bench-ingest: venv services
 
 bench-plan: venv
 	$(PY) -m tests.benchmarks.plan $(ARGS)
+
+bench-replication: venv services
+	$(PY) -m tests.benchmarks.replication $(ARGS)
 
 bench-copy: venv
 	$(PY) -m tests.benchmarks.disk_copy $(ARGS)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import shutil
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -18,7 +16,7 @@ from shared.bus.topology import Topology
 from shared.db import apply_migrations, create_pool
 from shared.metrics import BusMetrics
 from shared.settings import Settings
-from tests.infra import LOCAL_AMQP, backends, drop_site_schemas
+from tests.infra import backends, delete_broker_names, drop_site_schemas
 
 pytest_plugins = ["tests.private_servers"]  # private_rabbitmq, private_postgres: servers a test may restart
 
@@ -38,29 +36,7 @@ def _sweep_test_topologies() -> Iterator[None]:
     """Delete whatever the session's tests declared on the broker and did not remove (services declare their own)."""
     yield
     if _NAMES_USED:
-        asyncio.run(_delete_broker_names(_NAMES_USED))
-
-
-async def _delete_broker_names(prefixes: set[str]) -> None:
-    queues, exchanges = _broker_names("list_queues"), _broker_names("list_exchanges")
-    mine = tuple(f"{p}." for p in prefixes) + tuple(f"{p}-" for p in prefixes)
-    connection = await aio_pika.connect(backends().amqp_url)
-    async with connection:
-        for name in (n for n in queues if n.startswith(mine)):
-            async with connection.channel() as channel:
-                await channel.queue_delete(name)
-        for name in (n for n in exchanges if n.startswith(mine)):
-            async with connection.channel() as channel:
-                await channel.exchange_delete(name)
-
-
-def _broker_names(what: str) -> list[str]:
-    """Names the local broker lists (empty when it is not local: a container goes away by itself)."""
-    ctl = shutil.which("rabbitmqctl")
-    if ctl is None or backends().amqp_url != LOCAL_AMQP:
-        return []
-    result = subprocess.run([ctl, "-q", what, "name"], capture_output=True, text=True, timeout=60)
-    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+        asyncio.run(delete_broker_names(_NAMES_USED))
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import socket
 import subprocess
 from dataclasses import dataclass
 
+import aio_pika
 import asyncpg
 
 LOCAL_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
@@ -87,3 +88,26 @@ async def drop_site_schemas(database_url: str, prefix: str) -> None:
             await conn.execute(f'DROP SCHEMA "{row["nspname"]}" CASCADE')
     finally:
         await conn.close()
+
+
+async def delete_broker_names(prefixes: set[str]) -> None:
+    """Delete the local broker's queues and exchanges named `<prefix>.*` or `<prefix>-*` for any of `prefixes`."""
+    queues, exchanges = _broker_names("list_queues"), _broker_names("list_exchanges")
+    mine = tuple(f"{p}." for p in prefixes) + tuple(f"{p}-" for p in prefixes)
+    connection = await aio_pika.connect(backends().amqp_url)
+    async with connection:
+        for name in (n for n in queues if n.startswith(mine)):
+            async with connection.channel() as channel:
+                await channel.queue_delete(name)
+        for name in (n for n in exchanges if n.startswith(mine)):
+            async with connection.channel() as channel:
+                await channel.exchange_delete(name)
+
+
+def _broker_names(what: str) -> list[str]:
+    """Names the local broker lists (empty when it is not local: a container goes away by itself)."""
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None or backends().amqp_url != LOCAL_AMQP:
+        return []
+    result = subprocess.run([ctl, "-q", what, "name"], capture_output=True, text=True, timeout=60)
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
