@@ -25,13 +25,12 @@ from services.scheduler.runs.options import SchedulerOptions
 from services.scheduler.runs.outputs import read_declared_outputs
 from services.scheduler.runs.repository import InFlight
 from services.scheduler.runs.submission import BackendPool, MakeEvent, record_submission_error, submit_attempt
-from shared.bus.backoff import Backoff
 from shared.bus.outbox import append_events
 from shared.errors import ObsflowError
 from shared.events import Payload
 from shared.failures import describe, is_transient, translate_storage_errors
-from shared.locks import Leader, LeadershipLost, lock_key
-from shared.periodic import every
+from shared.leadership import lead_periodically
+from shared.locks import Leader, lock_key
 
 log = structlog.get_logger()
 
@@ -70,38 +69,17 @@ class Dispatcher:
         the same way; anything else ends the part.
         """
         leader = Leader(self.pool, lock_key("dispatch", self.schema), f"dispatcher of {self.schema}")
-        backoff = Backoff()
         try:
-            while not stop.is_set():
-                try:
-                    await self._lead(leader, stop, backoff)
-                except Exception as e:  # the policy point: a lost lock or an outage is waited out, nothing else
-                    if not (isinstance(e, LeadershipLost) or is_transient(e)):
-                        raise
-                    log.warning("dispatcher_lead_retry", error=describe(e), retry_in_s=round(backoff.peek(), 2))
-                    await backoff.wait(stop)
+            await lead_periodically(leader, stop, self._tick, interval_s=self.options.poll_interval_s,
+                                    wakeup=self.wakeup, on_lead=self._abandon_submitting,
+                                    on_leave=self._stop_submissions)
         finally:
             await self.backends.close()
 
-    async def _lead(self, leader: Leader, stop: asyncio.Event, backoff: Backoff) -> None:
-        async with leader.leading(stop, retry_s=2.0, wakeup=self.wakeup) as leading:
-            if not leading:
-                return
-            try:
-                lost = await repository.abandon_submitting(self.pool)
-                if lost:
-                    log.warning("attempts_lost_while_submitting", attempts=len(lost))
-                backoff.reset()
-
-                async def tick() -> None:
-                    if leader.lost():
-                        raise LeadershipLost(f"the dispatcher of {self.schema} lost the session holding its lock")
-                    await self._tick()
-
-                await every(self.options.poll_interval_s, tick, stop, name="dispatch", first_now=True,
-                            wakeup=self.wakeup)
-            finally:
-                await self._stop_submissions()
+    async def _abandon_submitting(self) -> None:
+        lost = await repository.abandon_submitting(self.pool)
+        if lost:
+            log.warning("attempts_lost_while_submitting", attempts=len(lost))
 
     async def _tick(self) -> None:
         with translate_storage_errors("the job file system"):  # a hiccup there is passed, like an outage

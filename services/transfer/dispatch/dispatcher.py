@@ -29,13 +29,12 @@ from services.transfer.options import TransferOptions
 from services.transfer.repository import DueTransfer, OpenBatch, Result
 from services.transfer.routing import Arrived, Forward, Send, next_hop
 from shared.api.ingest import ReplicaFile
-from shared.bus.backoff import Backoff
 from shared.bus.outbox import append_events
 from shared.events import Event, Payload
 from shared.events.types import TransferFailed
 from shared.failures import describe, is_transient, suppress_transient
-from shared.locks import Leader, LeadershipLost, lock_key
-from shared.periodic import every
+from shared.leadership import lead_periodically
+from shared.locks import Leader, lock_key
 from shared.settings import Settings
 
 log = structlog.get_logger()
@@ -87,36 +86,12 @@ class TransferDispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Lead dispatching for this schema until `stop`; outages and a lost lock are waited out, nothing else."""
         leader = Leader(self.pool, lock_key("transfer-dispatch", self.schema), f"transfer dispatcher of {self.schema}")
-        backoff = Backoff()
         try:
-            while not stop.is_set():
-                try:
-                    await self._lead(leader, stop, backoff)
-                except Exception as e:  # the policy point: a lost lock or an outage is waited out, nothing else
-                    if not (isinstance(e, LeadershipLost) or is_transient(e)):
-                        raise
-                    log.warning("transfer_dispatch_retry", error=describe(e), retry_in_s=round(backoff.peek(), 2))
-                    await backoff.wait(stop)
+            await lead_periodically(leader, stop, self.tick, interval_s=self.options.dispatch_interval_s,
+                                    wakeup=self.wakeup, on_leave=self._stop_batches)
         finally:
             for manager in self.managers.values():
                 await manager.close()
-
-    async def _lead(self, leader: Leader, stop: asyncio.Event, backoff: Backoff) -> None:
-        async with leader.leading(stop, retry_s=2.0, wakeup=self.wakeup) as leading:
-            if not leading:
-                return
-            try:
-                backoff.reset()
-
-                async def tick() -> None:
-                    if leader.lost():
-                        raise LeadershipLost(f"the transfer dispatcher of {self.schema} lost its lock's session")
-                    await self.tick()
-
-                await every(self.options.dispatch_interval_s, tick, stop, name="transfer-dispatch", first_now=True,
-                            wakeup=self.wakeup)
-            finally:
-                await self._stop_batches()
 
     async def tick(self) -> None:
         """One pass: open batches no task sends (the last leader died in them, or their task met an outage) sent
