@@ -40,6 +40,10 @@ class OrderEvaluator:
                 orders = await repository.live_orders(conn)
             if not names:
                 return created
+            if not any(order.destination != self.site for order in orders):
+                async with self.pool.acquire() as conn:  # no order to ask: nothing to wait for either
+                    await repository.forget_pending(conn, names)
+                continue
             known = await self.catalog.names_matching({"name": {"in": names}}, names, held_at=self.site)
             wanted = []
             for order in orders:
