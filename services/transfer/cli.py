@@ -166,8 +166,8 @@ async def _transfers(args: argparse.Namespace) -> int:
     if args.json:
         out.json(page)
         return 0
-    rows = [(t.file_name, t.destination, t.state, f"{t.attempts}/{page.max_attempts}", t.next_attempt_at,
-             t.last_error) for t in page.transfers]
+    rows = [(t.file_name, t.destination, t.state, f"{t.attempts}/{page.max_attempts}",
+             "never" if t.next_attempt_at is None else t.next_attempt_at, t.last_error) for t in page.transfers]
     out.table(rows, TRANSFER_COLUMNS, numeric=("attempts",),
               empty="(nothing stuck)" if args.stuck else "(no transfers)")
     if page.next_cursor is not None:

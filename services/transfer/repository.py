@@ -37,7 +37,9 @@ TRANSFER_STATE = f"""CASE
         AND a.outcome IS NULL) THEN 'in_flight'
     WHEN t.attempts >= $1 OR t.next_attempt_at = 'infinity' THEN 'failed'
     ELSE 'queued' END"""
-TRANSFER_COLUMNS = ("file_name, destination, order_ids, requested_by, priority, created_at, attempts, next_attempt_at,"
+# A transfer refused for good waits until 'infinity' in the table; its answer says never (null).
+TRANSFER_COLUMNS = ("file_name, destination, order_ids, requested_by, priority, created_at, attempts,"
+                    " CASE WHEN next_attempt_at = 'infinity' THEN NULL ELSE next_attempt_at END AS next_attempt_at,"
                     " last_error, last_attempt_at, delivered_at, forwarded_at")
 
 

@@ -122,6 +122,9 @@ class TransferApi:
         body = await json_object(request)
         try:
             order = OrderRequest.parse(body, site=self._site, peers=self._peers)
+            if order.manager == "globus" and not self._options.globus:
+                raise OrderRefused("invalid_order", "this site has no Globus manager configured "
+                                   "([services.transfer.globus], docs/transfer-globus.md): choose http or local")
             await self._catalog.check(order.search)  # CatalogUnavailable: a 503, nothing stored
         except OrderRefused as e:
             return json_error(400, e.code, str(e))

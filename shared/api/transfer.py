@@ -53,7 +53,7 @@ class TransferRow(ApiModel):
     priority: int
     created_at: datetime
     attempts: int = Field(description="attempts that have ended")
-    next_attempt_at: datetime
+    next_attempt_at: datetime | None = Field(description="when it is tried next; null: never (refused for good)")
     last_error: str | None = None
     last_attempt_at: datetime | None = None
     delivered_at: datetime | None = None

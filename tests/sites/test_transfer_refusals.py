@@ -165,6 +165,7 @@ async def test_a_file_the_peer_refuses_for_good_fails_once_and_says_so(settings:
         await wait_for(failed, DEADLINE_S)
         (stuck,) = (await transfers_listed(karoo, "/api/v1/transfers/stuck"))["transfers"]
         assert "name_conflict" in stuck["last_error"] and stuck["attempts"] == 1
+        assert stuck["next_attempt_at"] is None  # never: refused for good
         bodies = await karoo.runners["transfer"].ctx.pool.fetch(  # type: ignore[union-attr]
             "SELECT body FROM outbox WHERE event_type = 'transfer.failed'")
         (event,) = [json.loads(b["body"])["payload"] for b in bodies]

@@ -43,8 +43,8 @@ async def _create_list_show(admin: Api, reader: Api) -> str:
     assert body["paused"] is False and body["store"] is None and body["manager"] is None
     assert body["created_by"] == "test-admin"
     status, second, _ = await admin.call("POST", "/orders", {"search": {}, "destination": PEER, "store": "main",
-                                                             "manager": "globus"})
-    assert status == 201 and (second["store"], second["manager"], second["priority"]) == ("main", "globus", 0)
+                                                             "manager": "local"})
+    assert status == 201 and (second["store"], second["manager"], second["priority"]) == ("main", "local", 0)
     status, listing, _ = await reader.call("GET", "/orders")
     assert status == 200 and [o["order_id"] for o in listing["orders"]] == [body["order_id"], second["order_id"]]
     status, shown, _ = await reader.call("GET", f"/orders/{body['order_id']}")
@@ -117,7 +117,8 @@ async def test_refused_orders_store_nothing(settings: Settings) -> None:
                 body["error"]["message"]
             for bad in ({"label": "x" * 201}, {"priority": 1001}, {"priority": True}, {"manager": "ftp"},
                         {"store": "../etc"}, {"search": ["not", "an", "object"]}, {"colour": "red"},
-                        {"search": {"name": {"in": ["x" * 1000] * 70}}}):
+                        {"search": {"name": {"in": ["x" * 1000] * 70}}},
+                        {"manager": "globus"}):  # a manager this site has not configured
                 status, body, _ = await admin.call("POST", "/orders", {**ORDER, **bad})
                 assert status == 400 and body["error"]["code"] == "invalid_order", (bad, body)
             status, body, _ = await admin.call("POST", "/orders", {"destination": PEER})
