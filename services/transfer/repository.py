@@ -21,8 +21,6 @@ Db: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 ORDER_COLUMNS = ("order_id, label, search, destination, store, manager, priority, created_by, created_at, paused_at,"
                  " deleted_at")
-DELIVERED = ("delivered", "already")  # attempt outcomes that leave a copy at the destination
-OUTCOMES = (*DELIVERED, "failed")
 
 # $1 is max_attempts in every query that uses it.
 # A copy at the destination counts only if another site holds the same content: a file of that name the destination

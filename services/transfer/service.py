@@ -45,10 +45,11 @@ async def build(ctx: ServiceContext) -> ServiceParts:
     """The stream consumer, the order evaluator, the dispatcher and the HTTP API."""
     options = TransferOptions.from_settings(ctx.settings)
     catalog = catalog_of(ctx, options)
-    evaluator = OrderEvaluator(ctx.pool, catalog, ctx.settings.site, options)
+    figures = TransferFigures(ctx.metrics.registry)
+    evaluator = OrderEvaluator(ctx.pool, catalog, ctx.settings.site, options, figures)
     forwarder = Forwarder()
     dispatcher = TransferDispatcher(ctx.pool, ctx.schema, ctx.settings, options, managers(options), forwarder,
-                                    TransferFigures(ctx.metrics.registry), lambda payload: ctx.event(payload))
+                                    figures, lambda payload: ctx.event(payload))
 
     async def evaluate(stop: asyncio.Event) -> None:
         async def new_names() -> None:

@@ -91,6 +91,12 @@ async def test_a_burst_crosses_a_cut_link_once_each(settings: Settings, amqp, tm
             "transfer", "SELECT count(*) FROM (SELECT file_name FROM attempts WHERE outcome = 'delivered'"
             " GROUP BY file_name HAVING count(*) > 1) twice") == 0
         assert await karoo.fetchval("transfer", "SELECT count(*) FROM outbox WHERE event_type = 'transfer.failed'") == 0
+        # The figures say so too (bounded labels: peers and outcomes, never file names).
+        async with aiohttp.ClientSession() as http, http.get(f"{karoo.url('transfer')}/metrics") as response:
+            metrics = await response.text()
+        assert f"obsflow_transfers_created_total {float(BURST)}" in metrics
+        assert 'obsflow_transfer_files_total{outcome="delivered",peer="nrao"}' in metrics
+        assert 'obsflow_transfer_concurrency{peer="nrao"}' in metrics
         # Metadata crossed too: nrao's catalog knows karoo's files with karoo as their origin.
         assert await nrao.fetchval("catalog", "SELECT count(*) FROM files WHERE origin_site = 'karoo'") == BURST
 

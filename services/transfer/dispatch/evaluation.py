@@ -14,6 +14,7 @@ import structlog
 
 from services.transfer import repository
 from services.transfer.catalog_port import CatalogSearch, SearchRefused
+from services.transfer.dispatch.lanes import TransferFigures
 from services.transfer.options import TransferOptions
 
 log = structlog.get_logger()
@@ -24,12 +25,13 @@ GIVE_UP_TRIES = 20  # ~5 minutes of asking: then the catch-up pass finds the nam
 class OrderEvaluator:
     """Turns pending names and live orders into transfers."""
 
-    def __init__(self, pool: asyncpg.Pool, catalog: CatalogSearch, site: str, options: TransferOptions) -> None:
+    def __init__(self, pool: asyncpg.Pool, catalog: CatalogSearch, site: str, options: TransferOptions,
+                 figures: TransferFigures) -> None:
         self.pool = pool
         self.catalog = catalog
         self.site = site
         self.options = options
-        self.created = 0  # transfers this process created (figures, tests)
+        self.figures = figures
 
     async def evaluate_pending(self) -> int:
         """Ask the live orders about the pending names (in batches); the number of transfers created."""
@@ -65,7 +67,7 @@ class OrderEvaluator:
                 log.warning("evaluation_left_to_catch_up", names=given_up,
                             reason="the catalog did not know them after repeated asking")
             created += new
-            self.created += new
+            self.figures.created.inc(new)
 
     async def catch_up(self, *, only_new: bool = False) -> int:
         """Sweep orders (only those never swept, with `only_new`) for matching files this site holds and the
@@ -100,5 +102,5 @@ class OrderEvaluator:
             return 0
         async with self.pool.acquire() as conn, conn.transaction():
             new = await repository.want_transfers(conn, batch)
-        self.created += new
+        self.figures.created.inc(new)
         return new
