@@ -359,7 +359,9 @@ async def test_push_replica_waits_for_the_cap_of_every_chunk_before_it_returns(
     token = peer.headers["Authorization"].removeprefix("Bearer ")
     spent: list[int] = []
 
-    async def slow_cap(nbytes: int) -> None:  # a bandwidth cap that lets these bytes go only after a while
+    async def slow_cap(nbytes: int) -> None:
+        # A bandwidth cap that lets these bytes go only after half a second: the duration is the input under test
+        # (a cap cut short would show as nothing spent when the push returns), not a wait for a condition.
         await asyncio.sleep(0.5)
         spent.append(nbytes)
 
