@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from services.transfer.peer_access import peer_token, transfer_url
+from services.transfer.peer_access import PeerSession, peer_token, transfer_url
 from shared.errors import PermanentError, TransientError
 from shared.settings import PeerSettings
 
@@ -21,17 +21,14 @@ class Forwarder:
     """Posts forwarding requests to peers over one HTTP session."""
 
     def __init__(self, timeout_s: float = 30.0) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
+        self._session = PeerSession(aiohttp.ClientTimeout(total=timeout_s))
 
     async def forward(self, via: PeerSettings, file_name: str, destination: str) -> None:
         """`via` accepts to send `file_name` on to `destination` (idempotent at the peer)."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
         url = f"{transfer_url(via)}/api/v1/forwards"
         headers = {"Authorization": f"Bearer {peer_token(via)}"}
         try:
-            async with self._session.post(url, json={"name": file_name, "destination": destination},
+            async with self._session.get().post(url, json={"name": file_name, "destination": destination},
                                           headers=headers) as response:
                 if response.status in (200, 201):
                     return
@@ -45,6 +42,4 @@ class Forwarder:
 
     async def close(self) -> None:
         """Close the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._session.close()

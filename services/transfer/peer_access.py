@@ -1,8 +1,9 @@
-"""How this site reaches a peer's services: their URLs and the token it holds there (read from a file, never
-logged)."""
+"""How this site reaches a peer's services: their URLs, the token it holds there (read from a file, never
+logged), and the HTTP session requests go out on."""
 
 from __future__ import annotations
 
+import aiohttp
 from yarl import URL
 
 from shared.errors import ConfigurationError
@@ -40,3 +41,23 @@ def peer_token(peer: PeerSettings) -> str:
     if not token:
         raise ConfigurationError(f"the token file of peer {peer.name!r} ({peer.token_file}) is empty")
     return token
+
+
+class PeerSession:
+    """An HTTP session to peers, opened on first use (nothing at start-up) and closed at stop."""
+
+    def __init__(self, timeout: aiohttp.ClientTimeout) -> None:
+        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def get(self) -> aiohttp.ClientSession:
+        """The session, opened now if it is not yet."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        """Close it (it opens again if used after)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -35,7 +35,8 @@ def managers(options: TransferOptions) -> dict[str, TransferManager]:
     local = LocalManager()
     found: dict[str, TransferManager] = {"http": HttpPushManager(), "local": local}
     if options.globus:
-        from services.transfer.managers.globus import GlobusManager, globus_options
+        from services.transfer.managers.globus import GlobusManager
+        from services.transfer.managers.globus_options import globus_options
 
         found["globus"] = GlobusManager(globus_options(options.globus), local.adopt)
     return found

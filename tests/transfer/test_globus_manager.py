@@ -19,13 +19,8 @@ from globus_sdk.testing import RegisteredResponse, load_response
 from globus_sdk.testing.data.transfer.task_list import TASK_LIST_DOC
 
 from services.transfer.managers.base import Delivered, Failed, FileToSend, Outcome
-from services.transfer.managers.globus import (
-    GlobusManager,
-    GlobusOptions,
-    GlobusRefused,
-    GlobusUnavailable,
-    globus_options,
-)
+from services.transfer.managers.globus import GlobusManager, GlobusRefused, GlobusUnavailable
+from services.transfer.managers.globus_options import GlobusOptions, globus_options
 from shared.api.ingest import ReplicaFile
 from shared.errors import ConfigurationError, PermanentError, TransientError
 from shared.settings import PeerSettings

@@ -228,8 +228,6 @@ class TransferDispatcher:
     async def _finish(
         self, lane: Lane, batch: OpenBatch, outcomes: Mapping[str, Outcome], moved: int, seconds: float
     ) -> None:
-        async with self.pool.acquire() as conn:
-            attempts = await repository.attempts_of(conn, batch.items)
         link_down = bool(batch.items) and all(
             isinstance(o := outcomes.get(name), Failed) and o.unreachable for name, _ in batch.items)
         results = [_result(outcomes.get(name) or Failed(name, "the manager reported nothing for this file"),
@@ -239,14 +237,13 @@ class TransferDispatcher:
         # their attempts uncounted, however long the outage. A file failing while others get through is its own
         # failure, counted.
         lane_wait = lane.unreachable() if link_down else lane.reachable()
-        delays = [lane_wait if link_down else self.options.backoff_s(attempts.get((r.file_name, r.destination), 1))
-                  for r in results]
-        given_up = [self.make_event(TransferFailed(
-            file_name=r.file_name, destination=r.destination, attempts=attempts.get((r.file_name, r.destination), 0),
-            reason=(r.reason or "")[:4096], permanent=r.permanent))
-            for r in results if r.outcome == "failed" and not r.unreachable
-            and (r.permanent or attempts.get((r.file_name, r.destination), 0) >= self.options.max_attempts)]
         async with self.pool.acquire() as conn, conn.transaction():
+            attempts = await repository.attempts_of(conn, batch.items)
+            delays = [lane_wait if link_down else self.options.backoff_s(attempts.get((r.file_name, r.destination), 1))
+                      for r in results]
+            given_up = [self._given_up(r, attempts.get((r.file_name, r.destination), 0)) for r in results
+                        if r.outcome == "failed" and not r.unreachable
+                        and (r.permanent or attempts.get((r.file_name, r.destination), 0) >= self.options.max_attempts)]
             await repository.finish_batch(conn, batch.batch_id, results, retry_delays_s=delays)
             await append_events(conn, given_up)  # with the fact: no give-up without its event, nor the reverse
         for result in results:
@@ -259,6 +256,11 @@ class TransferDispatcher:
                  files=len(results), failed=failed, bytes=moved, seconds=round(seconds, 3), concurrency=level,
                  **({"first_failure": next(r.reason for r in results if r.outcome == "failed")} if failed else {}))
         self.wakeup.set()  # room on the lane: the next batch need not wait for the next tick
+
+    def _given_up(self, result: Result, attempts: int) -> Event:
+        return self.make_event(TransferFailed(file_name=result.file_name, destination=result.destination,
+                                              attempts=attempts, reason=(result.reason or "")[:4096],
+                                              permanent=result.permanent))
 
     def _forward(self, transfer: DueTransfer, via: str) -> None:
         key = (transfer.file_name, transfer.destination)

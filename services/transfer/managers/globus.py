@@ -19,18 +19,15 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal, TypeVar
-from uuid import UUID
+from typing import Any, TypeVar
 
 import globus_sdk
-import pydantic
 from globus_sdk.authorizers import GlobusAuthorizer
 from globus_sdk.scopes import GCSCollectionScopes, Scope
 from globus_sdk.transport import RetryConfig
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.transfer.managers.base import BatchJournal, Failed, FileToSend, Outcome, Progress, TransferManager
+from services.transfer.managers.globus_options import TABLE, GlobusOptions, GlobusPeer, read_secret
 from shared.api.ingest import ReplicaFile
 from shared.errors import ConfigurationError, PermanentError, TransientError
 from shared.failures import describe
@@ -38,7 +35,6 @@ from shared.settings import PeerSettings
 
 Adopt = Callable[[PeerSettings, ReplicaFile, str], Awaitable[Outcome]]
 _T = TypeVar("_T")
-_TABLE = "[services.transfer.globus]"
 _CHUNK_KEY = "globus.batch_files"  # the task size this batch was split with: a resumed batch splits the same way
 _DONE = ("SUCCEEDED", "FAILED")
 _LABEL_CHARS = re.compile(r"[^A-Za-z0-9 _.,-]")
@@ -52,76 +48,6 @@ class GlobusRefused(ConfigurationError, PermanentError):
     """Globus refused this site's requests (authentication, consent, a collection or path): an operator must act."""
 
 
-class GlobusPeer(BaseModel):
-    """Where a peer receives: its collection, the landing directory on it, and that directory as its ingest sees it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    collection_id: UUID
-    landing_path: str  # on the peer's collection, e.g. "/obsflow/landing/"
-    ingest_path: str  # the same directory on the peer's machine, beneath one of its ingest's source_roots
-
-    @field_validator("landing_path", "ingest_path")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"must be an absolute path (got {value!r})")
-        return value
-
-
-class GlobusOptions(BaseModel):
-    """`[services.transfer.globus]`: this site's Globus identity and collection, and each peer's landing place."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    client_id: UUID | None = None  # a confidential app's client id, with client_secret_file ...
-    client_secret_file: Path | None = None
-    token_file: Path | None = None  # ... or a Transfer access token
-    collection_id: UUID  # this site's collection: where the stores are seen
-    path_map: dict[str, str]  # a local store root -> the same directory as a path on this site's collection
-    peers: dict[str, GlobusPeer] = {}
-    batch_files: int = Field(default=512, ge=128, le=1024)  # files per Globus task
-    poll_interval_s: float = Field(default=30.0, gt=0)
-    deadline_s: float = Field(default=86400.0, gt=0)  # a task not done by then is cancelled, its files Failed
-    sync_level: Literal["exists", "size", "mtime", "checksum"] = "checksum"
-    verify_checksum: bool = True
-    preserve_timestamp: bool = True
-    skip_source_errors: bool = True  # a missing or unreadable source file fails alone, not its whole task
-    data_access: bool = False  # request data_access consent for both collections (non-HA mapped GCS collections)
-    request_retries: int = Field(default=3, ge=0)  # the SDK's own retries of a 429/5xx before this round gives up
-    adopt_concurrency: int = Field(default=4, ge=1)  # adoptions (hashing at the peer) in flight at once
-
-    @model_validator(mode="after")
-    def _one_identity(self) -> GlobusOptions:
-        app = (self.client_id is not None, self.client_secret_file is not None)
-        token = self.token_file is not None
-        if not (app == (True, True) and not token or app == (False, False) and token):
-            raise ValueError("give either client_id and client_secret_file (a confidential app) or token_file")
-        for path in (self.client_secret_file, self.token_file):
-            if path is not None and not path.is_absolute():
-                raise ValueError(f"secret files must be absolute paths (got {str(path)!r})")
-        return self
-
-
-def globus_options(raw: dict[str, Any]) -> GlobusOptions:
-    """GlobusOptions from the `globus` table of `settings.service_options("transfer")`; ConfigurationError if bad."""
-    try:
-        return GlobusOptions.model_validate(raw)
-    except pydantic.ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'table'}: {err['msg']}" for err in e.errors())
-        raise ConfigurationError(f"{_TABLE}: {problems} (see docs/transfer-globus.md)") from e
-
-
-def _read_secret(path: Path, key: str) -> str:
-    try:
-        value = path.read_text().strip()
-    except OSError as e:
-        raise ConfigurationError(f"{_TABLE} {key} {str(path)!r} cannot be read ({e.strerror}): create it") from e
-    if not value:
-        raise ConfigurationError(f"{_TABLE} {key} {str(path)!r} is empty: write the secret into it")
-    return value
-
-
 def _translate(what: str, e: globus_sdk.GlobusAPIError | globus_sdk.NetworkError) -> Exception:
     """A Globus SDK error as an obsflow error: waited out (TransientError) or an operator's to fix (GlobusRefused)."""
     if isinstance(e, globus_sdk.NetworkError):
@@ -132,10 +58,10 @@ def _translate(what: str, e: globus_sdk.GlobusAPIError | globus_sdk.NetworkError
         return GlobusUnavailable(f"Globus {what}: {said}; the batch resumes later")
     if e.http_status in (401, 403):
         return GlobusRefused(
-            f"Globus refused {what} ({said}): check {_TABLE} client_id/client_secret_file or token_file, that the "
+            f"Globus refused {what} ({said}): check {TABLE} client_id/client_secret_file or token_file, that the "
             "identity has consented to the Transfer scope (and data_access for mapped collections), and that both "
             "collections are active and grant it access")
-    return GlobusRefused(f"Globus refused {what} ({said}): check the collection ids and paths in {_TABLE}")
+    return GlobusRefused(f"Globus refused {what} ({said}): check the collection ids and paths in {TABLE}")
 
 
 class GlobusManager(TransferManager):
@@ -149,11 +75,11 @@ class GlobusManager(TransferManager):
         self._environment = environment
         # Secrets are read now (a missing file fails start-up); Globus is first asked on first use, off the loop.
         if options.client_id is not None and options.client_secret_file is not None:
-            self._secret = _read_secret(options.client_secret_file, "client_secret_file")
+            self._secret = read_secret(options.client_secret_file, "client_secret_file")
         elif options.token_file is not None:
-            self._secret = _read_secret(options.token_file, "token_file")
+            self._secret = read_secret(options.token_file, "token_file")
         else:  # GlobusOptions refuses this; a hand-built options object may not
-            raise ConfigurationError(f"{_TABLE}: give client_id and client_secret_file, or token_file")
+            raise ConfigurationError(f"{TABLE}: give client_id and client_secret_file, or token_file")
         self._auth: globus_sdk.ConfidentialAppAuthClient | None = None
         self._client: globus_sdk.TransferClient | None = None
         self._connecting = threading.Lock()
@@ -221,7 +147,7 @@ class GlobusManager(TransferManager):
             noted = notes.get(key) or {}
             if noted.get("submission_id") and not noted.get("task_id") and time.time() >= noted["deadline"]:
                 # Never submitted (or never heard back) before its deadline: a new batch sends these files afresh.
-                reason = f"not submitted to Globus before its deadline {_iso(noted['deadline'])} ({_TABLE} deadline_s)"
+                reason = f"not submitted to Globus before its deadline {_iso(noted['deadline'])} ({TABLE} deadline_s)"
                 outcomes.update({name: Failed(name, reason) for name in part})
                 continue
             label = _LABEL_CHARS.sub("-", f"obsflow {batch_id} {index + 1} of {len(parts)}")[:128]
@@ -236,7 +162,7 @@ class GlobusManager(TransferManager):
         route = self.options.peers.get(peer.name)
         if route is None:
             raise ConfigurationError(
-                f"peer {peer.name!r} uses the globus manager but {_TABLE} has no peers.{peer.name} table: give its "
+                f"peer {peer.name!r} uses the globus manager but {TABLE} has no peers.{peer.name} table: give its "
                 "collection_id, landing_path and ingest_path")
         return route
 
@@ -245,7 +171,7 @@ class GlobusManager(TransferManager):
         mapped = self.options.path_map.get(root) or self.options.path_map.get(str(file.store_root.resolve()))
         if mapped is None:
             raise ConfigurationError(
-                f"store root {root!r} (of {file.name!r}) has no entry in {_TABLE} path_map: map it to the same "
+                f"store root {root!r} (of {file.name!r}) has no entry in {TABLE} path_map: map it to the same "
                 "directory as a path on this site's collection")
         relative = file.path.relative_to(file.store_root) if file.path.is_absolute() else file.path
         return posixpath.join(mapped, relative.as_posix())
@@ -329,7 +255,7 @@ class GlobusManager(TransferManager):
             raise GlobusUnavailable(f"Globus refused to cancel task {task.task_id} (409) and it still runs: "
                                     "the batch resumes later") from e
         status = document.get("nice_status") or document.get("status")
-        reason = (f"not done by its deadline {_iso(task.deadline)} ({_TABLE} deadline_s), last status {status}: "
+        reason = (f"not done by its deadline {_iso(task.deadline)} ({TABLE} deadline_s), last status {status}: "
                   "cancelled")
         return {**document, "status": "FAILED", "obsflow_reason": reason}
 

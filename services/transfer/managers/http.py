@@ -21,7 +21,7 @@ from services.transfer.managers.base import (
     Progress,
     open_instance,
 )
-from services.transfer.peer_access import ingest_url, peer_token
+from services.transfer.peer_access import PeerSession, ingest_url, peer_token
 from shared.client.replicas import ReplicaRefused, push_replica
 from shared.errors import ObsflowError
 from shared.failures import describe, is_transient
@@ -34,17 +34,14 @@ class HttpPushManager:
     name = "http"
 
     def __init__(self, *, timeout_s: float = 3600.0, read_timeout_s: float = 60.0) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=read_timeout_s, sock_connect=15)
-        self._session: aiohttp.ClientSession | None = None
+        self._session = PeerSession(aiohttp.ClientTimeout(total=timeout_s, sock_read=read_timeout_s, sock_connect=15))
 
     async def send(
         self, peer: PeerSettings, batch_id: str, files: Sequence[FileToSend], journal: BatchJournal,
         progress: Progress,
     ) -> list[Outcome]:
         base, token = ingest_url(peer), peer_token(peer)
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        session = self._session
+        session = self._session.get()
         return list(await asyncio.gather(*(self._one(session, base, token, f, progress, peer.name) for f in files)))
 
     async def _one(
@@ -60,6 +57,4 @@ class HttpPushManager:
         return Delivered(file.name, already=result.already)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._session.close()

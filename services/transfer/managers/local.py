@@ -22,7 +22,7 @@ from services.transfer.managers.base import (
     Progress,
     open_instance,
 )
-from services.transfer.peer_access import ingest_url, peer_token
+from services.transfer.peer_access import PeerSession, ingest_url, peer_token
 from shared.api.ingest import ReplicaFile
 from shared.client.replicas import ReplicaRefused, adopt_local_replica
 from shared.errors import ConfigurationError, ObsflowError
@@ -38,8 +38,7 @@ class LocalManager:
     name = "local"
 
     def __init__(self, *, timeout_s: float = 3600.0) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=15)
-        self._session: aiohttp.ClientSession | None = None
+        self._session = PeerSession(aiohttp.ClientTimeout(total=timeout_s, sock_connect=15))
 
     async def send(
         self, peer: PeerSettings, batch_id: str, files: Sequence[FileToSend], journal: BatchJournal,
@@ -48,13 +47,11 @@ class LocalManager:
         if peer.landing_dir is None:
             raise ConfigurationError(f"peer {peer.name!r} uses the local manager but has no landing_dir")
         base, token = ingest_url(peer), peer_token(peer)
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
         landing = peer.landing_dir / batch_id
         try:
             outcomes = []
             for file in files:  # one after another: the copy is bound by one disk, not by round trips
-                outcomes.append(await self._one(self._session, base, token, landing, file, progress))
+                outcomes.append(await self._one(self._session.get(), base, token, landing, file, progress))
             return outcomes
         finally:
             await asyncio.to_thread(shutil.rmtree, landing, True)
@@ -77,14 +74,10 @@ class LocalManager:
     async def adopt(self, peer: PeerSettings, record: ReplicaFile, path: str) -> Outcome:
         """Ask `peer`'s ingest to adopt the bytes at `path` (as the peer sees them) as its instance of `record`:
         what the Globus manager does with each file that landed."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return await _adopt(self._session, ingest_url(peer), peer_token(peer), record, path)
+        return await _adopt(self._session.get(), ingest_url(peer), peer_token(peer), record, path)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._session.close()
 
 
 async def _adopt(session: aiohttp.ClientSession, base: str, token: str, record: ReplicaFile, path: str) -> Outcome:
